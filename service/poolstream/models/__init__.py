@@ -1,0 +1,1 @@
+"""Model directories, the architecture registry, and model implementations."""

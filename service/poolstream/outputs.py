@@ -1,0 +1,45 @@
+"""Engine output types, with the fields of vLLM's ``vllm.outputs``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import torch
+
+_O = TypeVar("_O")
+
+
+@dataclass(eq=False)
+class PoolingOutput:
+    """The pooled output of one prompt (vLLM's ``PoolingOutput``)."""
+
+    data: torch.Tensor
+
+    def __eq__(self, other: object) -> bool:
+        # Same semantics as vLLM: equal when every element is equal.
+        return isinstance(other, PoolingOutput) and bool((self.data == other.data).all())
+
+    def __repr__(self) -> str:
+        return f"PoolingOutput(data=<{tuple(self.data.shape)} {self.data.dtype}>)"
+
+
+@dataclass
+class PoolingRequestOutput(Generic[_O]):
+    """The engine's result for one prompt (vLLM's ``PoolingRequestOutput``).
+
+    ``truncated`` is poolstream's addition: the prompt was cut to the model's
+    maximum length.
+    """
+
+    request_id: str
+    outputs: _O
+    prompt_token_ids: list[int] = field(default_factory=list)
+    num_cached_tokens: int = 0
+    finished: bool = True
+    truncated: bool = False
+
+
+# Offline results of a plugin request carry the plugin's output, like vLLM's
+# ``PoolingRequestOutput[Any]``.
+PluginRequestOutput = PoolingRequestOutput[Any]
