@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ class ModelConfig:
     model: str
     hf_config: dict[str, Any]
     io_processor_plugin: str | None = None  # the argument; config.json is read separately
+    served_model_name: str | None = None  # default: the directory's name
 
     @classmethod
     def from_dir(cls, model: str | os.PathLike[str], io_processor_plugin: str | None = None) -> "ModelConfig":
@@ -48,12 +49,24 @@ class ModelConfig:
 
     @property
     def name(self) -> str:
-        return Path(self.model).name
+        return self.served_model_name or Path(self.model).name
 
     @property
     def architecture(self) -> str:
         archs = self.hf_config.get("architectures") or []
         return archs[0] if archs else str(self.hf_config.get("model_type", ""))
+
+
+def embedded_model_config(plugin: str | None = None) -> ModelConfig:
+    """The embedded all-MiniLM-L6-v2, whose config is read as if it named the text_embedding plugin.
+
+    The packaged model's config.json has no ``io_processor_plugin`` key; adding
+    it here keeps vLLM's priority intact (an argument still overrides it).
+    """
+    base = ModelConfig.from_dir(default_model_path(), io_processor_plugin=plugin)
+    hf_config = {**base.hf_config}
+    hf_config.setdefault("io_processor_plugin", "text_embedding")
+    return replace(base, hf_config=hf_config, served_model_name="all-MiniLM-L6-v2")
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,9 @@ class LimitsConfig:
     max_prompts_per_request: int = 1024
     max_concurrent_calls: int = 1024
     max_payload_bytes: int = 256 * MiB
+    # Seconds a plugin request's hooks may run while none of its prompts is in the
+    # engine (a hung pre/post-process ends with DEADLINE_EXCEEDED PLUGIN_TIMEOUT); 0 = off.
+    plugin_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)

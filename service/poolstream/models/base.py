@@ -9,6 +9,7 @@ batching and streaming path. Implementations register their config.json
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,3 +59,22 @@ class PoolingModel(nn.Module):
     def forward_tensors(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Batched named tensors ([batch, ...] each) -> [batch, ...] outputs."""
         raise NotImplementedError(f"{type(self).__name__} takes no tensor input")
+
+    # NOTE(engine): the two hooks below are poolstream additions with safe
+    # defaults, so models written against the original interface keep working.
+
+    def check_tensor_inputs(self, inputs: Mapping[str, torch.Tensor]) -> None:
+        """Raise ValueError if one prompt's tensors (no batch dim) are unusable.
+
+        Called by the engine before queueing, so a bad shape fails that prompt
+        with INVALID_ARGUMENT instead of failing a whole batch. Names were
+        already checked against ``spec().tensor_inputs``.
+        """
+
+    def tensor_prompt_cost(self, inputs: Mapping[str, torch.Tensor]) -> int:
+        """Scheduler cost of one tensor prompt, in the units of ``max_num_batched_tokens``.
+
+        E.g. the number of patches (H*W/patch**2) for a ViT-style model. The
+        default, 1 per item, makes ``max_num_seqs`` the only bound.
+        """
+        return 1

@@ -33,20 +33,32 @@ class PoolingServiceStub:
 
     Errors are gRPC statuses whose details carry a `google.rpc.ErrorInfo`
     (domain "poolstream.dev", a reason below) and, where they apply,
-    `google.rpc.BadRequest` field violations or `google.rpc.RetryInfo`:
+    `google.rpc.BadRequest` field violations (every INVALID_ARGUMENT) or
+    `google.rpc.RetryInfo` (every RESOURCE_EXHAUSTED). docs/operations.md has
+    the same table with more detail; tests/ops/test_error_table.py keeps both
+    in sync with the code.
 
-    | code                | reason(s)                                  | when                                              |
-    |---------------------|--------------------------------------------|---------------------------------------------------|
-    | INVALID_ARGUMENT    | INVALID_PAYLOAD, INVALID_PROMPT,           | the payload or a prompt is malformed, too long,   |
-    |                     | TOO_MANY_PROMPTS, PAYLOAD_TOO_LARGE,       | over a limit, or of a type the plugin does not    |
-    |                     | UNKNOWN_PAYLOAD_TYPE                       | take                                              |
-    | FAILED_PRECONDITION | NO_PLUGIN                                  | Process/ProcessStream with no plugin active       |
-    | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_STREAMS               | overload; RetryInfo says when to retry            |
-    | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT, DEADLINE_EXCEEDED      | the deadline cannot be met or has passed          |
-    | CANCELLED           | -                                          | the client cancelled                              |
-    | UNAUTHENTICATED     | UNAUTHENTICATED                            | a bearer token is required and missing or wrong   |
-    | UNAVAILABLE         | NOT_READY, DRAINING                        | the model is loading or the server shuts down     |
-    | INTERNAL            | POST_PROCESS_FAILED, MODEL_FAILED          | a plugin's post-processing or the model failed    |
+    | code                | reason(s)                                | when                                               |
+    |---------------------|------------------------------------------|----------------------------------------------------|
+    | INVALID_ARGUMENT    | MALFORMED_MESSAGE                        | the request bytes are not the method's message     |
+    |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
+    |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
+    |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
+    |                     | INVALID_PARAMS                           |                                                    |
+    | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
+    | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
+    |                     |                                          | a message over the size limit, gRPC's own check)   |
+    | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
+    |                     |                                          | is longer than the time the deadline leaves        |
+    |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
+    |                     | PLUGIN_TIMEOUT                           | a plugin hook ran past --plugin-timeout            |
+    | CANCELLED           | -                                        | the client cancelled (its queued work is dropped)  |
+    | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
+    | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
+    |                     |                                          | the engine died                                    |
+    | INTERNAL            | PRE_PROCESS_FAILED, POST_PROCESS_FAILED, | a plugin hook or the model failed (the server log  |
+    |                     | OUTPUT_TO_RESPONSE_FAILED, MODEL_FAILED, | has the traceback under the request id)            |
+    |                     | INTERNAL                                 |                                                    |
     """
 
     def __init__(self, channel):
@@ -85,20 +97,32 @@ class PoolingServiceServicer:
 
     Errors are gRPC statuses whose details carry a `google.rpc.ErrorInfo`
     (domain "poolstream.dev", a reason below) and, where they apply,
-    `google.rpc.BadRequest` field violations or `google.rpc.RetryInfo`:
+    `google.rpc.BadRequest` field violations (every INVALID_ARGUMENT) or
+    `google.rpc.RetryInfo` (every RESOURCE_EXHAUSTED). docs/operations.md has
+    the same table with more detail; tests/ops/test_error_table.py keeps both
+    in sync with the code.
 
-    | code                | reason(s)                                  | when                                              |
-    |---------------------|--------------------------------------------|---------------------------------------------------|
-    | INVALID_ARGUMENT    | INVALID_PAYLOAD, INVALID_PROMPT,           | the payload or a prompt is malformed, too long,   |
-    |                     | TOO_MANY_PROMPTS, PAYLOAD_TOO_LARGE,       | over a limit, or of a type the plugin does not    |
-    |                     | UNKNOWN_PAYLOAD_TYPE                       | take                                              |
-    | FAILED_PRECONDITION | NO_PLUGIN                                  | Process/ProcessStream with no plugin active       |
-    | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_STREAMS               | overload; RetryInfo says when to retry            |
-    | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT, DEADLINE_EXCEEDED      | the deadline cannot be met or has passed          |
-    | CANCELLED           | -                                          | the client cancelled                              |
-    | UNAUTHENTICATED     | UNAUTHENTICATED                            | a bearer token is required and missing or wrong   |
-    | UNAVAILABLE         | NOT_READY, DRAINING                        | the model is loading or the server shuts down     |
-    | INTERNAL            | POST_PROCESS_FAILED, MODEL_FAILED          | a plugin's post-processing or the model failed    |
+    | code                | reason(s)                                | when                                               |
+    |---------------------|------------------------------------------|----------------------------------------------------|
+    | INVALID_ARGUMENT    | MALFORMED_MESSAGE                        | the request bytes are not the method's message     |
+    |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
+    |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
+    |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
+    |                     | INVALID_PARAMS                           |                                                    |
+    | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
+    | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
+    |                     |                                          | a message over the size limit, gRPC's own check)   |
+    | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
+    |                     |                                          | is longer than the time the deadline leaves        |
+    |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
+    |                     | PLUGIN_TIMEOUT                           | a plugin hook ran past --plugin-timeout            |
+    | CANCELLED           | -                                        | the client cancelled (its queued work is dropped)  |
+    | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
+    | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
+    |                     |                                          | the engine died                                    |
+    | INTERNAL            | PRE_PROCESS_FAILED, POST_PROCESS_FAILED, | a plugin hook or the model failed (the server log  |
+    |                     | OUTPUT_TO_RESPONSE_FAILED, MODEL_FAILED, | has the traceback under the request id)            |
+    |                     | INTERNAL                                 |                                                    |
     """
 
     def Process(self, request, context):
@@ -173,20 +197,32 @@ class PoolingService:
 
     Errors are gRPC statuses whose details carry a `google.rpc.ErrorInfo`
     (domain "poolstream.dev", a reason below) and, where they apply,
-    `google.rpc.BadRequest` field violations or `google.rpc.RetryInfo`:
+    `google.rpc.BadRequest` field violations (every INVALID_ARGUMENT) or
+    `google.rpc.RetryInfo` (every RESOURCE_EXHAUSTED). docs/operations.md has
+    the same table with more detail; tests/ops/test_error_table.py keeps both
+    in sync with the code.
 
-    | code                | reason(s)                                  | when                                              |
-    |---------------------|--------------------------------------------|---------------------------------------------------|
-    | INVALID_ARGUMENT    | INVALID_PAYLOAD, INVALID_PROMPT,           | the payload or a prompt is malformed, too long,   |
-    |                     | TOO_MANY_PROMPTS, PAYLOAD_TOO_LARGE,       | over a limit, or of a type the plugin does not    |
-    |                     | UNKNOWN_PAYLOAD_TYPE                       | take                                              |
-    | FAILED_PRECONDITION | NO_PLUGIN                                  | Process/ProcessStream with no plugin active       |
-    | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_STREAMS               | overload; RetryInfo says when to retry            |
-    | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT, DEADLINE_EXCEEDED      | the deadline cannot be met or has passed          |
-    | CANCELLED           | -                                          | the client cancelled                              |
-    | UNAUTHENTICATED     | UNAUTHENTICATED                            | a bearer token is required and missing or wrong   |
-    | UNAVAILABLE         | NOT_READY, DRAINING                        | the model is loading or the server shuts down     |
-    | INTERNAL            | POST_PROCESS_FAILED, MODEL_FAILED          | a plugin's post-processing or the model failed    |
+    | code                | reason(s)                                | when                                               |
+    |---------------------|------------------------------------------|----------------------------------------------------|
+    | INVALID_ARGUMENT    | MALFORMED_MESSAGE                        | the request bytes are not the method's message     |
+    |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
+    |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
+    |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
+    |                     | INVALID_PARAMS                           |                                                    |
+    | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
+    | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
+    |                     |                                          | a message over the size limit, gRPC's own check)   |
+    | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
+    |                     |                                          | is longer than the time the deadline leaves        |
+    |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
+    |                     | PLUGIN_TIMEOUT                           | a plugin hook ran past --plugin-timeout            |
+    | CANCELLED           | -                                        | the client cancelled (its queued work is dropped)  |
+    | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
+    | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
+    |                     |                                          | the engine died                                    |
+    | INTERNAL            | PRE_PROCESS_FAILED, POST_PROCESS_FAILED, | a plugin hook or the model failed (the server log  |
+    |                     | OUTPUT_TO_RESPONSE_FAILED, MODEL_FAILED, | has the traceback under the request id)            |
+    |                     | INTERNAL                                 |                                                    |
     """
 
     @staticmethod

@@ -1,0 +1,66 @@
+# poolstream: `make serve` runs the server on the embedded model, `make test` runs every test.
+# Both set up everything they need first (virtual environment, packages, codegen, toolchains).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+# Python distributions installed (editable) into the venv: the server, the
+# built-in plugins and the Python client.
+PY_DISTS := . $(dir $(wildcard plugins/*/pyproject.toml clients/python/pyproject.toml))
+PY_PROJECTS := pyproject.toml $(wildcard plugins/*/pyproject.toml clients/python/pyproject.toml)
+# Test-only plugin distributions go to a separate directory that only the
+# tests put on sys.path, so `make serve` never sees their broken entry points.
+TEST_PLUGINS := $(VENV)/test-plugins
+TEST_PLUGIN_SRC := $(shell find tests/plugin_dists -type f -not -path '*/__pycache__/*' -not -path '*.egg-info*' 2>/dev/null)
+
+.DEFAULT_GOAL := help
+
+help: ## List targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python $(PY_PROJECTS)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,test]' $(foreach d,$(filter-out .,$(PY_DISTS)),-e $(d))
+	touch $@
+
+$(TEST_PLUGINS)/.installed: $(VENV)/.installed $(TEST_PLUGIN_SRC)
+	rm -rf $(TEST_PLUGINS)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --target $(TEST_PLUGINS) $(dir $(wildcard tests/plugin_dists/*/pyproject.toml))
+	touch $@
+
+setup: $(VENV)/.installed $(TEST_PLUGINS)/.installed ## Create .venv and install every Python package
+.PHONY: setup
+
+gen: setup ## Regenerate code from protos/ (all languages)
+	$(BIN)/buf generate
+.PHONY: gen
+
+lint: setup ## buf lint + format check, ruff
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+	$(BIN)/ruff check service plugins clients/python tests bench
+.PHONY: lint
+
+breaking: setup ## buf breaking against the main branch (skipped where main has no protos yet)
+	@if git rev-parse -q --verify main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+		$(BIN)/buf breaking --against '.git#branch=main'; \
+	else echo "buf breaking: main has no buf.yaml yet, nothing to compare"; fi
+.PHONY: breaking
+
+serve: setup ## Run the server on the embedded default model (all-MiniLM-L6-v2) on 127.0.0.1:50051
+	$(BIN)/poolstream serve --host 127.0.0.1 --port 50051
+.PHONY: serve
+
+test: setup client-setup lint breaking ## Set up everything and run every test
+	$(BIN)/pytest -q
+.PHONY: test
+
+-include mk/*.mk
+# Client toolchains (Go, Node) hook in through mk/clients.mk; without it, nothing to do.
+client-setup::
+.PHONY: client-setup

@@ -1,0 +1,77 @@
+# Client toolchains and example programs (Go, Node); included by the Makefile.
+#
+#   make client-setup   Debian Go packages (if missing), npm ci (if stale),
+#                       build clients/go/bin/poolstream-go-client and
+#                       clients/node/dist/main.js. Idempotent; quick when done.
+#   make client-build   only the two builds (tests/clients run this first).
+#
+# The Python client (clients/python) is installed by `make setup` with the
+# other Python distributions.
+
+# Go in GOPATH mode from Debian packages (no module proxy). protobuf-1-5 is
+# required: golang-google-grpc-dev is also satisfied by protobuf 1.3, with which
+# the client builds but panics at run time.
+CLIENT_GO_PKGS := golang-go protobuf-compiler golang-google-grpc-dev golang-google-protobuf-dev \
+	golang-google-genproto-dev protoc-gen-go protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev
+# apt-get needs root; CI runs the setup as root, elsewhere use sudo if present.
+CLIENT_SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
+CLIENT_APT := $(CLIENT_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+GO_IMPORT_ROOT := poolstream.dev/clients/go
+GO_LINK := .gopath/src/$(GO_IMPORT_ROOT)
+GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/.gopath:/usr/share/gocode GOPROXY=off GOFLAGS= \
+	GOCACHE=$(CURDIR)/.gopath/cache CGO_ENABLED=0
+GO_CLIENT := clients/go/bin/poolstream-go-client
+GO_SRCS := $(shell find clients/go -name '*.go' -not -path 'clients/go/bin/*' 2>/dev/null)
+# Every generated Go package (compiled too, so a broken generation fails the build).
+GO_GEN_PKGS := $(patsubst clients/go/%/,$(GO_IMPORT_ROOT)/%,$(sort $(dir $(filter clients/go/gen/%,$(GO_SRCS)))))
+
+NODE_DIR := clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
+NODE_CLIENT := $(NODE_DIR)/dist/main.js
+NODE_SRCS := $(shell find $(NODE_DIR)/src -name '*.ts' 2>/dev/null)
+
+client-setup:: client-toolchains client-build ## Client toolchains (Go via apt, npm ci) and example builds
+
+client-build: $(GO_CLIENT) $(NODE_CLIENT) ## Build the Go and Node example clients
+.PHONY: client-build
+
+# Install the Debian Go packages when `go` or any package is missing; Node and
+# npm from Debian only when absent (the CI image has Node 20).
+client-toolchains:
+	@command -v dpkg-query >/dev/null || { echo "client-setup: needs a Debian system (dpkg/apt)"; exit 1; }
+	@missing=$$(for p in $(CLIENT_GO_PKGS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ] || ! command -v go >/dev/null; then \
+		echo "client-setup: installing Debian packages:" $$missing; \
+		$(CLIENT_APT) update -qq && \
+		$(CLIENT_APT) install -y -qq --no-install-recommends $(CLIENT_GO_PKGS) \
+			$$(command -v npm >/dev/null || echo nodejs npm); \
+	fi
+	@dpkg-query -W -f='$${Status}\n' golang-github-golang-protobuf-1-5-dev | grep -q '^install ok installed' || \
+		{ echo "client-setup: golang-github-golang-protobuf-1-5-dev is not installed"; exit 1; }
+.PHONY: client-toolchains
+
+# npm ci whenever package.json or package-lock.json is newer than the install
+# (npm writes node_modules/.package-lock.json).
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | client-toolchains
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(NODE_CLIENT): $(NODE_STAMP) $(NODE_SRCS) $(NODE_DIR)/tsconfig.json
+	cd $(NODE_DIR) && node_modules/.bin/tsc -p tsconfig.json
+	touch $@
+
+# GOPATH layout: .gopath/src/poolstream.dev/clients/go -> clients/go.
+$(GO_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../../../clients/go $@
+
+$(GO_CLIENT): $(GO_SRCS) | $(GO_LINK) client-toolchains
+	$(GO_ENV) go build $(GO_GEN_PKGS)
+	$(GO_ENV) go vet $(GO_IMPORT_ROOT)/cmd/poolstream-go-client
+	$(GO_ENV) go build -o $@ $(GO_IMPORT_ROOT)/cmd/poolstream-go-client
+
+# Code generation runs the local Go plugins (Debian) and ts-proto (npm).
+gen: client-toolchains $(NODE_STAMP)

@@ -1,0 +1,5 @@
+import sys
+
+from poolstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""``poolstream serve``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
+from poolstream.server.observability import configure_logging
+from poolstream.server.security import AUTH_TOKEN_ENV, load_tokens, tls_from_flags
+from poolstream.server.transport import TransportConfig
+from poolstream.server.transport import validate as validate_transport
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    d_engine, d_limits = EngineConfig(), LimitsConfig()
+    g = p.add_argument_group("model and plugin")
+    g.add_argument("--model", help="Hugging Face-style model directory (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument(
+        "--io-processor-plugin",
+        help="IO Processor plugin to use; overrides config.json's io_processor_plugin "
+        "(default with no --model: text_embedding)",
+    )
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d_engine.device)
+    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d_engine.dtype,
+                   help="auto: float16 on CUDA, float32 on CPU")
+    g.add_argument("--num-threads", type=int, default=d_engine.num_threads,
+                   help="torch CPU threads (0: one per core)")
+    g.add_argument("--allowed-local-media-path", default=None,
+                   help="directory under which plugins may read server-side files (default: none)")
+    g.add_argument("--allow-url-fetch", action="store_true", help="let plugins fetch URLs (default: off)")
+
+    g = p.add_argument_group("listening")
+    g.add_argument("--host", default="127.0.0.1")
+    g.add_argument("--port", type=int, default=50051, help="0 picks a free port (see --port-file)")
+    g.add_argument("--port-file", help="write the bound port here once SERVING")
+    g.add_argument("--grace-period", type=float, default=30.0, help="seconds in-flight calls get on shutdown")
+    g.add_argument("--drain-delay", type=float, default=0.0,
+                   help="seconds to stay up NOT_SERVING on SIGTERM before refusing calls")
+    d_transport = TransportConfig()
+    g.add_argument("--keepalive-time", type=float, default=d_transport.keepalive_time_s,
+                   help="seconds between server keepalive pings on a connection (grpc.keepalive_time_ms)")
+    g.add_argument("--keepalive-timeout", type=float, default=d_transport.keepalive_timeout_s,
+                   help="seconds to wait for a ping ack before closing the connection")
+    g.add_argument("--keepalive-min-client-interval", type=float,
+                   default=d_transport.keepalive_min_client_interval_s,
+                   help="shortest client ping interval accepted (faster: GOAWAY too_many_pings)")
+    g.add_argument("--max-connection-age", type=float, default=d_transport.max_connection_age_s,
+                   help="seconds after which a connection gets GOAWAY so clients reconnect and "
+                   "rebalance (0: never; gRPC adds +-10%% jitter)")
+    g.add_argument("--max-connection-age-grace", type=float, default=d_transport.max_connection_age_grace_s,
+                   help="seconds calls in flight get after a max-age GOAWAY")
+    g.add_argument("--health-port", type=int, default=0,
+                   help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet gRPC "
+                   "probes cannot speak TLS); 0: off")
+
+    g = p.add_argument_group("security")
+    g.add_argument("--tls-cert", help="PEM certificate chain: serve TLS instead of plaintext")
+    g.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    g.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
+    g.add_argument("--auth-token-file",
+                   help=f"file of bearer tokens (one per line) required on PoolingService calls; "
+                   f"default: ${AUTH_TOKEN_ENV} if set, else no token is required")
+
+    g = p.add_argument_group("observability")
+    g.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: off)")
+    g.add_argument("--metrics-host", default=None, help="address for --metrics-port (default: --host)")
+    g.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="json: one object per line with request_id, trace_id, span_id")
+    g.add_argument("--no-access-log", dest="access_log", action="store_false",
+                   help="do not log one line per PoolingService call")
+
+    g = p.add_argument_group("batching and limits")
+    g.add_argument("--max-num-batched-tokens", type=int, default=d_engine.max_num_batched_tokens)
+    g.add_argument("--max-num-seqs", type=int, default=d_engine.max_num_seqs)
+    g.add_argument("--max-queued-prompts", type=int, default=d_engine.max_queued_prompts)
+    g.add_argument("--max-prompts-per-request", type=int, default=d_limits.max_prompts_per_request)
+    g.add_argument("--max-concurrent-calls", type=int, default=d_limits.max_concurrent_calls)
+    g.add_argument("--max-payload-bytes", type=int, default=d_limits.max_payload_bytes)
+    g.add_argument("--max-receive-message-bytes", type=int, default=d_limits.max_receive_message_bytes)
+    g.add_argument("--max-send-message-bytes", type=int, default=d_limits.max_send_message_bytes)
+    g.add_argument("--plugin-timeout", type=float, default=d_limits.plugin_timeout_s,
+                   help="seconds a plugin request's hooks may run while the engine is not working for it; "
+                   "then DEADLINE_EXCEEDED PLUGIN_TIMEOUT (0: off)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | None]:
+    """Build the config; returns it with the plugin name from the argument (or None)."""
+    plugin = args.io_processor_plugin or None
+    if args.model is None:
+        model_config = embedded_model_config(plugin)
+    else:
+        model_config = ModelConfig.from_dir(args.model, io_processor_plugin=plugin)
+    config = PoolstreamConfig(
+        model_config=model_config,
+        engine_config=EngineConfig(
+            device=args.device,
+            dtype=args.dtype,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            max_num_seqs=args.max_num_seqs,
+            max_queued_prompts=args.max_queued_prompts,
+            num_threads=args.num_threads,
+        ),
+        limits=LimitsConfig(
+            max_receive_message_bytes=args.max_receive_message_bytes,
+            max_send_message_bytes=args.max_send_message_bytes,
+            max_prompts_per_request=args.max_prompts_per_request,
+            max_concurrent_calls=args.max_concurrent_calls,
+            max_payload_bytes=args.max_payload_bytes,
+            plugin_timeout_s=args.plugin_timeout,
+        ),
+        allowed_local_media_path=args.allowed_local_media_path,
+        allow_url_fetch=args.allow_url_fetch,
+    )
+    return config, plugin
+
+
+def transport_from_args(args: argparse.Namespace) -> TransportConfig:
+    """Keepalive, TLS, auth, metrics and health-port flags (raises ValueError/OSError on bad ones)."""
+    transport = TransportConfig(
+        keepalive_time_s=args.keepalive_time,
+        keepalive_timeout_s=args.keepalive_timeout,
+        keepalive_min_client_interval_s=args.keepalive_min_client_interval,
+        max_connection_age_s=args.max_connection_age,
+        max_connection_age_grace_s=args.max_connection_age_grace,
+        tls=tls_from_flags(args.tls_cert, args.tls_key, args.tls_client_ca),
+        auth_tokens=tuple(load_tokens(args.auth_token_file)),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        health_port=args.health_port,
+        access_log=args.access_log,
+    )
+    validate_transport(transport)
+    return transport
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poolstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="serve a pooling model over gRPC")
+    _add_serve_args(serve_p)
+    args = parser.parse_args(argv)
+
+    configure_logging(args.log_level, args.log_format)
+    from poolstream.server.app import ListenConfig, serve
+
+    try:
+        config, plugin = config_from_args(args)
+        listen = ListenConfig(
+            host=args.host,
+            port=args.port,
+            port_file=args.port_file,
+            grace_period_s=args.grace_period,
+            drain_delay_s=args.drain_delay,
+            transport=transport_from_args(args),
+        )
+        return asyncio.run(serve(config, listen, plugin))
+    except (ValueError, FileNotFoundError, OSError) as e:
+        # Startup errors (plugin selection, bad model dir, bind): message and non-zero exit.
+        logging.getLogger("poolstream").error("%s", e)
+        print(f"poolstream: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Engine errors; the server maps each to one gRPC status (see each docstring)."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of engine errors (an unexpected model failure -> INTERNAL)."""
+
+
+class EngineOverloadedError(EngineError):
+    """The queue holds ``max_queued_prompts`` prompts -> RESOURCE_EXHAUSTED + RetryInfo."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class InvalidPromptError(EngineError, ValueError):
+    """A prompt the model cannot take (too long with truncate=False, bad token ids,
+    wrong tensor names or shapes, ...) -> INVALID_ARGUMENT."""
+
+
+class DeadlineExceededError(EngineError):
+    """The request's deadline passed before it was batched; it was dropped -> DEADLINE_EXCEEDED."""
+
+
+class RequestAbortedError(EngineError):
+    """``abort()`` was called for a request whose ``encode()`` is still being awaited -> CANCELLED."""
+
+
+class EngineDeadError(EngineError):
+    """The engine thread stopped (shut down or crashed); no request can complete -> UNAVAILABLE."""

@@ -1,0 +1,213 @@
+"""The in-process API: vLLM's offline ``LLM.encode`` with a ``{"data": ...}`` prompt.
+
+``AsyncLLM`` runs on the caller's event loop; ``LLM`` is its synchronous
+wrapper (it runs an event loop in a background thread, so it also works
+inside notebooks that already run one). Both load the model and select the
+plugin with exactly the server's rules (argument over config.json).
+
+    llm = LLM(io_processor_plugin="text_embedding")     # embedded model
+    [out] = llm.encode({"data": {"texts": ["a", "b"], "similarity": True}})
+    out.outputs  # the plugin's output (post_process result)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
+from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
+from poolstream.inputs import PromptType
+from poolstream.outputs import PoolingRequestOutput
+from poolstream.plugins.io_processors import IOProcessorSelection, select_io_processor
+from poolstream.plugins.io_processors.pipeline import OutputObserver, PluginPipeline
+from poolstream.pooling_params import PoolingParams
+from poolstream.utils import merge_async_iterators
+
+T = TypeVar("T")
+
+_NO_PLUGIN = (
+    "No IOProcessor plugin installed. Please refer to the documentation and to the "
+    "'prithvi_geospatial_mae_io_processor' offline inference example for more details."
+)
+
+
+def build_config(
+    model: str | None,
+    io_processor_plugin: str | None,
+    engine_config: EngineConfig | None = None,
+    limits: LimitsConfig | None = None,
+    **config_kwargs: Any,
+) -> PoolstreamConfig:
+    if model is None:
+        model_config = embedded_model_config(io_processor_plugin)
+    else:
+        model_config = ModelConfig.from_dir(model, io_processor_plugin=io_processor_plugin)
+    return PoolstreamConfig(
+        model_config=model_config,
+        engine_config=engine_config or EngineConfig(),
+        limits=limits or LimitsConfig(),
+        **config_kwargs,
+    )
+
+
+class AsyncLLM:
+    """Model + plugin in this process, on the current event loop."""
+
+    def __init__(self, config: PoolstreamConfig, selection: IOProcessorSelection, engine: Any):
+        self.config = config
+        self.selection = selection
+        self.engine = engine
+        self.pipeline = (
+            PluginPipeline(selection.processor, engine, config.limits.max_prompts_per_request)
+            if selection.processor is not None
+            else None
+        )
+
+    @classmethod
+    async def create(
+        cls,
+        model: str | None = None,
+        io_processor_plugin: str | None = None,
+        engine_config: EngineConfig | None = None,
+        **config_kwargs: Any,
+    ) -> "AsyncLLM":
+        from poolstream.engine import AsyncEngine
+
+        config = build_config(model, io_processor_plugin, engine_config, **config_kwargs)
+        selection = select_io_processor(config, io_processor_plugin)
+        engine = await asyncio.to_thread(AsyncEngine.from_config, config)
+        await engine.start()
+        return cls(config, selection, engine)
+
+    @property
+    def io_processor(self):
+        return self.selection.processor
+
+    async def process(
+        self,
+        data: Any,
+        request_id: str | None = None,
+        priority: int = 0,
+        params: PoolingParams | None = None,
+        observer: OutputObserver | None = None,
+    ) -> IOProcessorResponse:
+        """Run the plugin pipeline on ``data``; returns ``output_to_response``'s result."""
+        result = await self._run_plugin(data, request_id, priority, params, observer)
+        return result.response
+
+    async def _run_plugin(self, data, request_id, priority, params, observer=None):
+        if self.pipeline is None:
+            raise ValueError(_NO_PLUGIN)
+        rid = request_id or f"pool-{uuid.uuid4().hex}"
+        request = IOProcessorRequest(data=data, model=self.config.model_config.name, priority=priority, params=params)
+        return await self.pipeline.run(request, request_id=rid, observer=observer)
+
+    async def encode(
+        self,
+        prompts: PromptType | Mapping[str, Any] | Sequence[PromptType],
+        pooling_params: PoolingParams | None = None,
+        request_id: str | None = None,
+        priority: int = 0,
+    ) -> list[PoolingRequestOutput]:
+        """vLLM's ``encode``: a ``{"data": ...}`` prompt goes through the plugin."""
+        if isinstance(prompts, Mapping) and "data" in prompts:
+            if prompts["data"] is None:
+                raise ValueError(
+                    "The 'data' field of the prompt is expected to contain the prompt data and it "
+                    "cannot be None."
+                )
+            result = await self._run_plugin(prompts["data"], request_id, priority, pooling_params)
+            return [
+                PoolingRequestOutput(
+                    request_id=result.response.request_id or "",
+                    outputs=result.output,
+                    prompt_token_ids=[],
+                    num_cached_tokens=0,
+                    finished=True,
+                )
+            ]
+        prompt_list = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
+        rid = request_id or f"pool-{uuid.uuid4().hex}"
+        streams = [
+            self.engine.encode(p, pooling_params, f"{rid}-{i}", priority=priority)
+            for i, p in enumerate(prompt_list)
+        ]
+        results: list[PoolingRequestOutput | None] = [None] * len(prompt_list)
+        async for index, out in merge_async_iterators(*streams):
+            results[index] = out
+        return results  # type: ignore[return-value]
+
+    async def stream(self, data: Any, request_id: str | None = None) -> AsyncIterator[Any]:
+        """Yield ``(index, PoolingRequestOutput)`` as prompts finish, then the response."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(
+            self.process(data, request_id, observer=lambda i, o, c, t: queue.put_nowait((i, o)))
+        )
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            yield task.result()
+        finally:
+            task.cancel()
+
+    async def close(self) -> None:
+        await self.engine.shutdown()
+
+
+class LLM:
+    """Synchronous in-process API (vLLM's ``LLM``), backed by ``AsyncLLM`` on a private loop."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        io_processor_plugin: str | None = None,
+        engine_config: EngineConfig | None = None,
+        **config_kwargs: Any,
+    ):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="poolstream-llm", daemon=True)
+        self._thread.start()
+        try:
+            self._llm: AsyncLLM = self._run(
+                AsyncLLM.create(model, io_processor_plugin, engine_config, **config_kwargs)
+            )
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @property
+    def io_processor(self):
+        return self._llm.io_processor
+
+    @property
+    def config(self) -> PoolstreamConfig:
+        return self._llm.config
+
+    def encode(self, prompts: Any, pooling_params: PoolingParams | None = None, **kwargs: Any):
+        return self._run(self._llm.encode(prompts, pooling_params, **kwargs))
+
+    def process(self, data: Any, **kwargs: Any) -> IOProcessorResponse:
+        return self._run(self._llm.process(data, **kwargs))
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._llm.close())
+            self._stop_loop()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

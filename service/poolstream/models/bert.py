@@ -1,0 +1,191 @@
+"""Native torch BERT encoder for sentence embeddings (all-MiniLM, BGE, E5 ...).
+
+No transformers / sentence-transformers at runtime: the weights come straight
+from ``model.safetensors`` and the forward pass is a handful of fused ops.
+
+Why it is fast on CPU:
+- Q, K and V are one ``[3*hidden, hidden]`` linear (one GEMM instead of three);
+- attention is ``scaled_dot_product_attention`` (fused kernel), with no mask
+  at all when the batch has no padding;
+- position + token-type-0 embeddings are pre-added into one table;
+- the engine runs it under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
+
+from poolstream.models.base import ModelSpec, PoolingModel
+from poolstream.models.model_dir import ModelDirConfig, read_model_dir
+from poolstream.models.pooling import SUPPORTED_POOLING, pool
+
+logger = logging.getLogger(__name__)
+
+_EMB_KEY = "embeddings.word_embeddings.weight"
+# Checkpoint parts a pure encoder never uses (pooler head, MLM/NSP heads).
+_UNUSED_PREFIXES = ("pooler.", "cls.", "lm_head.", "embeddings.position_ids")
+_ACTIVATIONS = {"Tanh": torch.tanh, "Identity": lambda x: x, "ReLU": F.relu, "Sigmoid": torch.sigmoid}
+
+
+def load_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    """All tensors of ``model.safetensors`` (or its sharded index) on CPU."""
+    single = model_dir / "model.safetensors"
+    index = model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        with open(index, encoding="utf-8") as f:
+            files = [model_dir / name for name in sorted(set(json.load(f)["weight_map"].values()))]
+    else:
+        raise FileNotFoundError(f"{model_dir}: no model.safetensors (other weight formats are not read)")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    return tensors
+
+
+def strip_prefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a leading ``bert.`` / ``model.`` (whatever precedes the embeddings) and unused heads."""
+    emb = next((k for k in tensors if k.endswith(_EMB_KEY)), None)
+    if emb is None:
+        raise ValueError(f"not a BERT checkpoint: no tensor named '*{_EMB_KEY}'")
+    prefix = emb[: -len(_EMB_KEY)]
+    out = {}
+    for key, value in tensors.items():
+        if not key.startswith(prefix):
+            continue  # e.g. a task head beside the encoder
+        key = key[len(prefix):]
+        if not key.startswith(_UNUSED_PREFIXES):
+            out[key] = value
+    return out
+
+
+class _Layer(nn.Module):
+    """One transformer block, post-LayerNorm as in BERT."""
+
+    def __init__(self, w: dict[str, torch.Tensor], p: str, num_heads: int, eps: float):
+        super().__init__()
+        att = p + "attention."
+        self.qkv_w = nn.Parameter(torch.cat([w[att + f"self.{n}.weight"] for n in ("query", "key", "value")]),
+                                  requires_grad=False)
+        self.qkv_b = nn.Parameter(torch.cat([w[att + f"self.{n}.bias"] for n in ("query", "key", "value")]),
+                                  requires_grad=False)
+        names = {
+            "o_w": att + "output.dense.weight", "o_b": att + "output.dense.bias",
+            "ln1_w": att + "output.LayerNorm.weight", "ln1_b": att + "output.LayerNorm.bias",
+            "i_w": p + "intermediate.dense.weight", "i_b": p + "intermediate.dense.bias",
+            "out_w": p + "output.dense.weight", "out_b": p + "output.dense.bias",
+            "ln2_w": p + "output.LayerNorm.weight", "ln2_b": p + "output.LayerNorm.bias",
+        }
+        for attr, key in names.items():
+            setattr(self, attr, nn.Parameter(w[key], requires_grad=False))
+        self.num_heads = num_heads
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, s, h = x.shape
+        # [b, s, 3h] -> [3, b, heads, s, head_dim]
+        qkv = F.linear(x, self.qkv_w, self.qkv_b).view(b, s, 3, self.num_heads, h // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [b, heads, s, head_dim]
+        a = a.transpose(1, 2).reshape(b, s, h)
+        x = F.layer_norm(x + F.linear(a, self.o_w, self.o_b), (h,), self.ln1_w, self.ln1_b, self.eps)
+        y = F.linear(F.gelu(F.linear(x, self.i_w, self.i_b)), self.out_w, self.out_b)
+        return F.layer_norm(x + y, (h,), self.ln2_w, self.ln2_b, self.eps)
+
+
+class BertEmbeddingModel(PoolingModel):
+    """BERT encoder + sentence-transformers pooling (+ optional Dense modules)."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], hf_config: dict[str, Any], mdir: ModelDirConfig,
+                 dense: list[tuple[torch.Tensor, torch.Tensor | None, str]] | None = None):
+        super().__init__()
+        if hf_config.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError("only absolute position embeddings are supported")
+        if hf_config.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"unsupported hidden_act {hf_config.get('hidden_act')!r}")
+        self.hidden = int(hf_config["hidden_size"])
+        self.eps = float(hf_config.get("layer_norm_eps", 1e-12))
+        heads = int(hf_config["num_attention_heads"])
+        self.word_emb = nn.Parameter(weights["embeddings.word_embeddings.weight"], requires_grad=False)
+        # Position + token type 0 in one table: single-sentence prompts never use other types.
+        pos_type = weights["embeddings.position_embeddings.weight"]
+        if "embeddings.token_type_embeddings.weight" in weights:
+            pos_type = pos_type + weights["embeddings.token_type_embeddings.weight"][0]
+        self.pos_type = nn.Parameter(pos_type, requires_grad=False)
+        self.emb_ln_w = nn.Parameter(weights["embeddings.LayerNorm.weight"], requires_grad=False)
+        self.emb_ln_b = nn.Parameter(weights["embeddings.LayerNorm.bias"], requires_grad=False)
+        n_layers = int(hf_config["num_hidden_layers"])
+        self.layers = nn.ModuleList(_Layer(weights, f"encoder.layer.{i}.", heads, self.eps) for i in range(n_layers))
+        self.pooling = mdir.pooling or "cls"  # TEI / vLLM fall back to CLS for BERT
+        if self.pooling not in SUPPORTED_POOLING:
+            raise ValueError(f"{mdir.path}: pooling {self.pooling!r} is not supported "
+                             f"(supported: {', '.join(SUPPORTED_POOLING)})")
+        if not mdir.pooling_include_prompt:
+            raise ValueError(f"{mdir.path}: pooling with include_prompt=false is not supported")
+        # Dense heads stay a plain list (not parameters) so they stay fp32 when the encoder is fp16.
+        self._dense = dense or []
+        out_dim = self._dense[-1][0].shape[0] if self._dense else self.hidden
+        self._spec = ModelSpec(output_shape=(out_dim,), pooling=self.pooling, normalize=mdir.normalize,
+                               max_model_len=mdir.max_model_len or self.pos_type.shape[0],
+                               extra={"vocab_size": int(self.word_emb.shape[0])})
+
+    @classmethod
+    def load(cls, model_dir: Path, hf_config: dict[str, Any], device: torch.device,
+             dtype: torch.dtype) -> "BertEmbeddingModel":
+        mdir = read_model_dir(model_dir)
+        weights = strip_prefix(load_safetensors(Path(model_dir)))
+        dense = [_load_dense(Path(model_dir) / p) for p in mdir.dense_paths]
+        model = cls(weights, hf_config, mdir, dense)
+        model.eval().requires_grad_(False)
+        model = model.to(device=device, dtype=dtype)
+        model._dense = [(w.to(device, torch.float32), None if b is None else b.to(device, torch.float32), act)
+                        for w, b, act in model._dense]
+        return model
+
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        b, s = input_ids.shape
+        # NOTE: the all-ones check would force a GPU sync (and stall the engine's
+        # pipelining), so only CPU batches take the maskless fast path.
+        mask: torch.Tensor | None = attention_mask
+        if attention_mask.device.type == "cpu" and bool(attention_mask.all()):
+            mask = None
+        x = F.embedding(input_ids, self.word_emb) + self.pos_type[:s]
+        x = F.layer_norm(x, (self.hidden,), self.emb_ln_w, self.emb_ln_b, self.eps)
+        # Boolean key mask [b, 1, 1, s], broadcast over heads and queries.
+        attn = None if mask is None else mask.bool()[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, attn)
+        if x.dtype != torch.float32:  # pool and project in fp32: fp16 sums over 512 tokens lose bits
+            x = x.float()
+        out = pool(x, mask, self.pooling)
+        for w, bias, act in self._dense:
+            out = _ACTIVATIONS[act](F.linear(out, w, bias))
+        return out
+
+
+def _load_dense(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """A sentence-transformers Dense module: (weight, bias, activation name)."""
+    with open(path / "config.json", encoding="utf-8") as f:
+        cfg = json.load(f)
+    act = str(cfg.get("activation_function", "torch.nn.modules.linear.Identity")).rsplit(".", 1)[-1]
+    if act not in _ACTIVATIONS:
+        raise ValueError(f"{path}: unsupported Dense activation {act!r}")
+    weights = load_safetensors(path)
+    w = weights.get("linear.weight")
+    if w is None:
+        raise ValueError(f"{path}: Dense module without linear.weight")
+    return w, weights.get("linear.bias"), act

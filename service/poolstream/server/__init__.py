@@ -1,0 +1,1 @@
+"""The gRPC front end: handlers, health, reflection, errors and conversions."""

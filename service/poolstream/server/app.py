@@ -1,0 +1,215 @@
+"""Server lifecycle: bind, load the model, serve, drain on SIGTERM/SIGINT.
+
+Order matters for orchestrators:
+1. plugin selection (fails fast, before the slow model load);
+2. bind and start with health NOT_SERVING, so probes get an answer at once;
+3. load the model in a thread (the event loop keeps answering health);
+4. SERVING, and the bound port is written to ``--port-file``;
+5. on the first SIGTERM/SIGINT: NOT_SERVING (still serving for
+   ``drain_delay_s`` so load balancers move away), then stop accepting, let
+   in-flight calls finish within the grace period, shut the engine down, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+
+from poolstream.config import PoolstreamConfig
+from poolstream.plugins.io_processors import select_io_processor
+from poolstream.server.health import NOT_SERVING, SERVING, ServerHealth
+from poolstream.server.interceptors import AuthInterceptor, ObservabilityInterceptor
+from poolstream.server.metrics import ObservedEngine, ServerMetrics
+from poolstream.server.reflection import enable_reflection
+from poolstream.server.servicer import PoolingServicer
+from poolstream.server.security import TokenAuthenticator
+from poolstream.server.state import ServerState
+from poolstream.server.transport import TransportConfig, server_options
+from poolstream.v1 import pooling_service_pb2, pooling_service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pooling_service_pb2.DESCRIPTOR.services_by_name["PoolingService"].full_name
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    port_file: str | None = None
+    grace_period_s: float = 30.0
+    # Seconds to keep serving after NOT_SERVING so load balancers notice first.
+    drain_delay_s: float = 0.0
+    # Keepalive, connection age, TLS, auth, metrics and health ports (server/transport.py).
+    transport: TransportConfig = field(default_factory=TransportConfig)
+
+
+def _import_payload_types() -> None:
+    """Register the built-in typed payload messages so reflection and Any unpacking find them."""
+    import importlib
+    import pkgutil
+
+    import poolstream.payloads as payloads
+
+    for mod in pkgutil.walk_packages(payloads.__path__, payloads.__name__ + "."):
+        if mod.name.endswith("_pb2"):
+            importlib.import_module(mod.name)
+
+
+def build_server(
+    config: PoolstreamConfig,
+    state: ServerState,
+    health: ServerHealth,
+    transport: TransportConfig | None = None,
+    metrics: ServerMetrics | None = None,
+) -> grpc.aio.Server:
+    transport = transport or TransportConfig()
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics, transport.access_log)]
+    if transport.auth_tokens:
+        interceptors.append(AuthInterceptor(TokenAuthenticator(list(transport.auth_tokens))))
+    server = grpc.aio.server(options=server_options(config.limits, transport), interceptors=interceptors)
+    pooling_service_pb2_grpc.add_PoolingServiceServicer_to_server(PoolingServicer(state, metrics), server)
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    _import_payload_types()
+    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    return server
+
+
+class PoolstreamServer:
+    """One server: plugin selection, gRPC listener, engine. ``serve()`` adds signals."""
+
+    def __init__(self, config: PoolstreamConfig, listen: ListenConfig, plugin_from_init: str | None = None):
+        self.config = config
+        self.listen = listen
+        # Fails fast (vLLM's errors) before anything binds or loads.
+        self.state = ServerState(config=config, selection=select_io_processor(config, plugin_from_init))
+        self.health = ServerHealth([SERVICE_NAME])
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.metrics = ServerMetrics(lambda: self.state.engine)
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.listen.host}:{self.port}"
+
+    async def bind(self) -> None:
+        """Listen with health NOT_SERVING."""
+        await self.health.set_all(NOT_SERVING)
+        transport = self.listen.transport
+        self.server = build_server(self.config, self.state, self.health, transport, self.metrics)
+        bind_to = f"{self.listen.host}:{self.listen.port}"
+        if transport.tls is not None:
+            self.port = self.server.add_secure_port(bind_to, transport.tls.server_credentials())
+        else:
+            self.port = self.server.add_insecure_port(bind_to)
+        if self.port == 0:
+            raise OSError(f"could not bind {self.listen.host}:{self.listen.port}")
+        await self.server.start()
+        await self._start_side_listeners()
+        logger.info(
+            "Listening on %s%s (NOT_SERVING while the model loads)", self.address,
+            "" if transport.tls is None else (" with mutual TLS" if transport.tls.mutual else " with TLS"),
+        )
+
+    async def _start_side_listeners(self) -> None:
+        """The Prometheus endpoint and the plaintext health-only port, when configured."""
+        transport = self.listen.transport
+        if transport.metrics_port:
+            self.metrics.start_http(transport.metrics_host or self.listen.host, transport.metrics_port)
+        if transport.health_port:
+            from grpc_health.v1 import health_pb2_grpc
+
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(f"{self.listen.host}:{transport.health_port}")
+            if self.health_port == 0:
+                raise OSError(f"could not bind the health port {self.listen.host}:{transport.health_port}")
+            await self.health_server.start()
+
+    async def load(self) -> None:
+        """Load the model in a thread, then go SERVING."""
+        from poolstream.engine import AsyncEngine  # deferred: heavy import
+
+        engine = await asyncio.to_thread(AsyncEngine.from_config, self.config)
+        await engine.start()
+        # The wrapper times prompts (metrics) and tells the plugin watchdog when the engine works.
+        self.state.attach_engine(ObservedEngine(engine, self.metrics))
+        await self.health.set_all(SERVING)
+        if self.listen.port_file:
+            _write_port_file(self.listen.port_file, self.port)
+        mi = engine.model_info
+        logger.info(
+            "SERVING %s (%s on %s) with plugin %s on %s",
+            mi.name, mi.architecture, mi.device, self.state.selection.name or "none", self.address,
+        )
+
+    async def start(self) -> None:
+        await self.bind()
+        await self.load()
+
+    async def drain_and_stop(self) -> None:
+        """NOT_SERVING, optional drain delay, stop accepting, grace for in-flight calls."""
+        listen = self.listen
+        logger.info(
+            "Draining: NOT_SERVING for %.1fs, then finishing in-flight calls (grace %.1fs)",
+            listen.drain_delay_s, listen.grace_period_s,
+        )
+        await self.health.drain()
+        if listen.drain_delay_s > 0:
+            await asyncio.sleep(listen.drain_delay_s)
+        self.state.draining = True
+        if self.server is not None:
+            await self.server.stop(listen.grace_period_s)
+        await self.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+        self.metrics.stop_http()
+        if self.state.engine is not None:
+            engine, self.state.engine = self.state.engine, None
+            await engine.shutdown()
+
+
+async def serve(config: PoolstreamConfig, listen: ListenConfig, plugin_from_init: str | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT; return the process exit code."""
+    server = PoolstreamServer(config, listen, plugin_from_init)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.bind()
+        load = asyncio.create_task(server.load())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not load.done():  # a signal during the model load
+            load.cancel()
+            await server.close()
+            return 0
+        load.result()
+        await stopper
+        await server.drain_and_stop()
+        return 0
+    finally:
+        await server.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _write_port_file(path: str, port: int) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)

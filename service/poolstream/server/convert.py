@@ -1,0 +1,149 @@
+"""Conversions between protobuf messages and poolstream's Python types.
+
+Proto types stop here: handlers call these functions, and everything below
+(plugins, engine) sees torch tensors, prompt dicts and dataclasses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from google.protobuf import json_format, struct_pb2, symbol_database
+from google.protobuf.message import Message
+
+from poolstream.entrypoints.protocol import RawPayload
+from poolstream.inputs import PromptType
+from poolstream.outputs import PoolingRequestOutput
+from poolstream.pooling_params import PoolingParams
+from poolstream.server.errors import invalid_argument
+from poolstream.tensors import OUTPUT_DTYPES, tensor_from_proto, tensor_to_proto
+from poolstream.v1 import payload_pb2, pooling_pb2, tensor_pb2
+
+DT = tensor_pb2.DType
+
+def prompt_from_proto(msg: pooling_pb2.Prompt, field_path: str) -> PromptType:
+    kind = msg.WhichOneof("input")
+    if kind == "text":
+        return msg.text
+    if kind == "token_ids":
+        return {"prompt_token_ids": list(msg.token_ids.ids)}
+    if kind == "multi_modal":
+        mm = {}
+        for name, t in msg.multi_modal.multi_modal_data.items():
+            path = f"{field_path}.multi_modal.multi_modal_data[{name}]"
+            try:
+                mm[name] = tensor_from_proto(t, path)
+            except ValueError as e:
+                raise invalid_argument("INVALID_TENSOR", str(e), path) from e
+        if not mm:
+            raise invalid_argument("INVALID_PROMPT", "multi_modal_data is empty", f"{field_path}.multi_modal")
+        return {"prompt_token_ids": list(msg.multi_modal.prompt_token_ids), "multi_modal_data": mm}
+    raise invalid_argument("INVALID_PROMPT", "the prompt has no input set", field_path)
+
+
+def params_from_proto(msg: pooling_pb2.PoolingParams | None, task: str | None = None) -> PoolingParams | None:
+    """Decode PoolingParams; None when the request did not set the field."""
+    if msg is None:
+        return None
+    if msg.output_dtype not in OUTPUT_DTYPES:
+        raise invalid_argument(
+            "INVALID_PARAMS",
+            f"output_dtype {DT.Name(msg.output_dtype)} is not supported "
+            "(use FLOAT32, FLOAT16, BFLOAT16 or BINARY)",
+            "params.output_dtype",
+        )
+    params = PoolingParams(
+        task=task,
+        normalize=msg.normalize if msg.HasField("normalize") else None,
+        dimensions=msg.dimensions if msg.HasField("dimensions") else None,
+        truncate=msg.truncate if msg.HasField("truncate") else None,
+        truncate_prompt_tokens=msg.truncate_prompt_tokens if msg.HasField("truncate_prompt_tokens") else None,
+        output_dtype=OUTPUT_DTYPES[msg.output_dtype],  # type: ignore[arg-type]
+    )
+    if msg.include_float_values:
+        params.extra_kwargs = {"include_float_values": True}
+    try:
+        params.verify()
+    except ValueError as e:
+        raise invalid_argument("INVALID_PARAMS", str(e), "params") from e
+    return params
+
+
+def output_to_proto(out: PoolingRequestOutput, params: PoolingParams | None) -> pooling_pb2.PoolingRequestOutput:
+    output_dtype = params.output_dtype if params else "float32"
+    include = bool(params and params.extra_kwargs and params.extra_kwargs.get("include_float_values"))
+    data = out.outputs.data if hasattr(out.outputs, "data") else out.outputs
+    return pooling_pb2.PoolingRequestOutput(
+        request_id=out.request_id,
+        outputs=pooling_pb2.PoolingOutput(data=tensor_to_proto(data, output_dtype, include)),
+        prompt_token_ids=out.prompt_token_ids,
+        num_cached_tokens=out.num_cached_tokens,
+        finished=out.finished,
+        truncated=out.truncated,
+    )
+
+
+def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data") -> Any:
+    """Decode a PluginPayload into what the plugin's ``parse_request`` sees in ``.data``."""
+    kind = msg.WhichOneof("kind")
+    if kind == "json":
+        return json_format.MessageToDict(msg.json)
+    if kind == "typed":
+        type_name = msg.typed.TypeName()
+        try:
+            cls = symbol_database.Default().GetSymbol(type_name)
+        except KeyError:
+            raise invalid_argument(
+                "UNKNOWN_PAYLOAD_TYPE",
+                f"unknown payload type {type_name!r}: the server knows no such message "
+                "(GetServerInfo lists plugin.input_types)",
+                f"{field_path}.typed.type_url",
+            ) from None
+        message = cls()
+        if not msg.typed.Unpack(message):
+            raise invalid_argument("INVALID_PAYLOAD", f"cannot unpack {type_name}", f"{field_path}.typed")
+        return message
+    if kind == "raw":
+        return RawPayload(media_type=msg.raw.media_type, data=msg.raw.data)
+    raise invalid_argument("INVALID_PAYLOAD", "the request has no payload: set data.json, data.typed or data.raw", field_path)
+
+
+def payload_to_proto(data: Any) -> payload_pb2.PluginPayload:
+    """Encode a plugin's response data (dict/list -> JSON, message -> Any, bytes -> raw)."""
+    if isinstance(data, Message):
+        payload = payload_pb2.PluginPayload()
+        payload.typed.Pack(data)
+        return payload
+    if isinstance(data, RawPayload):
+        return payload_pb2.PluginPayload(raw=payload_pb2.RawPayload(media_type=data.media_type, data=data.data))
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return payload_pb2.PluginPayload(
+            raw=payload_pb2.RawPayload(media_type="application/octet-stream", data=bytes(data))
+        )
+    if isinstance(data, dict):
+        s = struct_pb2.Struct()
+        s.update(_jsonable(data))
+        return payload_pb2.PluginPayload(json=s)
+    # Lists and scalars: wrap so the JSON form stays an object.
+    s = struct_pb2.Struct()
+    s.update({"value": _jsonable(data)})
+    return payload_pb2.PluginPayload(json=s)
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn tensors, numpy values and dataclasses into JSON-compatible values."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value

@@ -1,0 +1,125 @@
+"""One table from exceptions to gRPC statuses with ``google.rpc.Status`` details.
+
+Every error a client sees carries an ``ErrorInfo`` (domain ``poolstream.dev``
+and a reason from the table in ``pooling_service.proto``), plus
+``BadRequest`` field violations or ``RetryInfo`` where they apply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from poolstream.engine.errors import (
+    DeadlineExceededError,
+    EngineDeadError,
+    EngineOverloadedError,
+    InvalidPromptError,
+)
+from poolstream.plugins.io_processors.pipeline import PayloadError, PluginFailedError, TooManyPromptsError
+from poolstream.server.observability import current_call
+
+logger = logging.getLogger(__name__)
+
+DOMAIN = "poolstream.dev"
+
+
+@dataclass
+class ServiceError(Exception):
+    """An error with its gRPC code, ErrorInfo reason and optional details."""
+
+    code: grpc.StatusCode
+    reason: str
+    message: str
+    field_violations: Sequence[tuple[str, str]] = ()  # (field path, description)
+    retry_after_s: float | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def invalid_argument(reason: str, message: str, field_path: str | None = None) -> ServiceError:
+    violations = [(field_path, message)] if field_path else []
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, violations)
+
+
+def with_field(error: ServiceError, field_path: str) -> ServiceError:
+    """An INVALID_ARGUMENT without field violations gets one for ``field_path`` (BadRequest everywhere)."""
+    if error.code != grpc.StatusCode.INVALID_ARGUMENT or error.field_violations:
+        return error
+    return replace(error, field_violations=[(field_path, error.message)])
+
+
+def to_service_error(exc: BaseException) -> ServiceError:
+    """Map any exception to a ServiceError, following the documented table."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, EngineOverloadedError):
+        return ServiceError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "QUEUE_FULL",
+            str(exc) or "The engine queue is full; retry later.",
+            retry_after_s=exc.retry_after_s,
+        )
+    if isinstance(exc, InvalidPromptError):
+        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROMPT", str(exc))
+    if isinstance(exc, DeadlineExceededError):
+        return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", str(exc))
+    if isinstance(exc, EngineDeadError):
+        return ServiceError(grpc.StatusCode.UNAVAILABLE, "ENGINE_DEAD", str(exc))
+    if isinstance(exc, TooManyPromptsError):
+        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_PROMPTS", str(exc), [("data", str(exc))])
+    if isinstance(exc, PayloadError):
+        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", str(exc), [("data", str(exc))])
+    if isinstance(exc, PluginFailedError):
+        logger.error("Plugin hook failed: %s", exc, exc_info=exc.__cause__)
+        return ServiceError(grpc.StatusCode.INTERNAL, f"{exc.stage.upper()}_FAILED", f"The plugin's {exc}")
+    logger.exception("Unexpected error", exc_info=exc)
+    return ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"{type(exc).__name__}: {exc}")
+
+
+def to_status_proto(error: ServiceError) -> status_pb2.Status:
+    """Build the ``google.rpc.Status`` (code, message, details) for an error."""
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata))
+    details.append(info)
+    if error.field_violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in error.field_violations
+                ]
+            )
+        )
+    if error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(max(error.retry_after_s, 0.001) * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """End the call with the mapped status; never returns."""
+    error = to_service_error(exc)
+    call = current_call()
+    if call is not None:  # for the access log and the errors metric
+        call.reason = error.reason
+    await context.abort_with_status(rpc_status.to_status(to_status_proto(error)))
+
+
+# Codes as google.rpc.Code values, for in-stream errors (EncodeResponse.error).
+CODE_VALUES = {c.value[0]: c for c in grpc.StatusCode}
+assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]

@@ -1,0 +1,70 @@
+"""GetServerInfo: the model, the active plugin, limits and versions."""
+
+from __future__ import annotations
+
+import platform
+
+import google.protobuf
+import grpc
+import torch
+
+import poolstream
+from poolstream.plugins.io_processors import PluginSource
+from poolstream.tensors import dtype_to_proto
+from poolstream.server.state import ServerState
+from poolstream.v1 import pooling_service_pb2 as pb
+
+_SOURCES = {
+    PluginSource.NONE: pb.PLUGIN_SOURCE_NONE,
+    PluginSource.ARGUMENT: pb.PLUGIN_SOURCE_ARGUMENT,
+    PluginSource.CONFIG_JSON: pb.PLUGIN_SOURCE_CONFIG_JSON,
+}
+
+
+def server_info(state: ServerState) -> pb.GetServerInfoResponse:
+    config = state.config
+    model_config = config.model_config
+    model = pb.ModelInfo(name=model_config.name, path=model_config.model, architecture=model_config.architecture)
+    if state.engine is not None:
+        mi = state.engine.model_info
+        model.output_shape.extend(int(s) for s in mi.output_shape)
+        model.output_dtype = dtype_to_proto(mi.output_dtype)
+        model.max_model_len = int(mi.max_model_len)
+        model.pooling = mi.pooling
+        model.normalize = bool(mi.normalize)
+        model.device = str(mi.device)
+        model.compute_dtype = dtype_to_proto(mi.compute_dtype)
+        model.tensor_inputs.extend(mi.tensor_inputs)
+
+    sel = state.selection
+    plugin = pb.PluginInfo(name=sel.name or "", source=_SOURCES[sel.source], available=sel.available)
+    if sel.processor is not None:
+        cls = type(sel.processor)
+        plugin.class_name = f"{cls.__module__}.{cls.__qualname__}"
+        plugin.input_types.extend(getattr(cls, "input_types", ()))
+        plugin.output_types.extend(getattr(cls, "output_types", ()))
+        plugin.input_media_types.extend(getattr(cls, "input_media_types", ()))
+
+    limits = config.limits
+    engine_config = config.engine_config
+    return pb.GetServerInfoResponse(
+        model=model,
+        plugin=plugin,
+        limits=pb.Limits(
+            max_receive_message_bytes=limits.max_receive_message_bytes,
+            max_send_message_bytes=limits.max_send_message_bytes,
+            max_prompts_per_request=limits.max_prompts_per_request,
+            max_queued_prompts=engine_config.max_queued_prompts,
+            max_concurrent_calls=limits.max_concurrent_calls,
+            max_payload_bytes=limits.max_payload_bytes,
+            max_num_batched_tokens=engine_config.max_num_batched_tokens,
+            max_num_seqs=engine_config.max_num_seqs,
+        ),
+        versions=pb.Versions(
+            poolstream=poolstream.__version__,
+            python=platform.python_version(),
+            torch=torch.__version__,
+            grpcio=grpc.__version__,
+            protobuf=google.protobuf.__version__,
+        ),
+    )

@@ -1,0 +1,262 @@
+"""Server interceptors: per-call context, metrics, access logs, malformed messages, auth.
+
+``ObservabilityInterceptor`` (outermost) gives every call a
+:class:`~poolstream.server.observability.CallContext` (request id, W3C trace
+context, an OpenTelemetry span when the ``otel`` extra is installed), counts
+it in the Prometheus metrics, writes one access-log line, and turns request
+bytes that do not decode as the method's message into INVALID_ARGUMENT
+``MALFORMED_MESSAGE`` (gRPC's own answer would be UNKNOWN without details).
+
+``AuthInterceptor`` requires ``authorization: Bearer <token>`` on
+PoolingService methods only; health and reflection stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import Any
+
+import grpc
+
+from poolstream.server.errors import ServiceError, abort
+from poolstream.server.metrics import ServerMetrics
+from poolstream.server.observability import (
+    CURRENT_CALL,
+    CallContext,
+    metadata_value,
+    new_request_id,
+    otel_server_span,
+    parse_traceparent,
+    span_ids_of,
+)
+from poolstream.server.security import TokenAuthenticator
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("poolstream.access")
+
+POOLING_PREFIX = "/poolstream.v1.PoolingService/"
+
+
+class _Malformed:
+    """Stands in for a request message whose bytes did not decode."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+def _safe_deserializer(inner):
+    def deserialize(data: bytes):
+        try:
+            return inner(data)
+        except Exception as e:  # noqa: BLE001  DecodeError, and anything else a parser may raise
+            return _Malformed(f"{type(e).__name__}: {e}")
+
+    return deserialize
+
+
+def _malformed_error(method: str, bad: _Malformed) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_MESSAGE",
+        f"the request is not a valid {method.rsplit('/', 1)[-1]} request message ({bad.error})",
+        [("", "the request bytes do not decode as the method's protobuf message")],
+    )
+
+
+def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    code = context.code()
+    if code is None:
+        return "OK" if exc is None else "UNKNOWN"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: ServerMetrics | None = None, access_log: bool = True):
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler  # unknown method (UNIMPLEMENTED), or reflection's bidi stream
+        method = handler_call_details.method
+        metadata = tuple(handler_call_details.invocation_metadata or ())
+        deserializer = handler.request_deserializer
+        if deserializer is not None:
+            deserializer = _safe_deserializer(deserializer)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, metadata),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, metadata),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    # -- per-call bookkeeping ------------------------------------------------
+    def _begin(self, method: str, metadata, request: Any, context) -> CallContext:
+        call = CallContext(method=method, trace=parse_traceparent(metadata_value(metadata, "traceparent")))
+        client_id = getattr(request, "request_id", "") if not isinstance(request, _Malformed) else ""
+        if client_id:
+            call.request_id = client_id
+        else:
+            header = metadata_value(metadata, "x-request-id")
+            call.request_id = f"pool-{header}" if header else new_request_id()
+        try:
+            call.peer = context.peer() or ""
+        except Exception:  # noqa: BLE001  the peer is only for the access log
+            call.peer = ""
+        if self.metrics is not None:
+            self.metrics.in_flight.labels(method).inc()
+        return call
+
+    def _end(self, call: CallContext, context, exc: BaseException | None) -> None:
+        code = _final_code(context, exc)
+        duration = time.monotonic() - call.start
+        if self.metrics is not None:
+            self.metrics.in_flight.labels(call.method).dec()
+            self.metrics.observe_call(call.method, code, duration, call.reason)
+        if self.access_log:
+            level = logging.INFO if call.method.startswith(POOLING_PREFIX) else logging.DEBUG
+            if access_logger.isEnabledFor(level):
+                access_logger.log(
+                    level,
+                    "%s %s%s %.1fms",
+                    call.method, code, f" ({call.reason})" if call.reason else "", duration * 1000,
+                    extra={"code": code, "reason": call.reason, "duration_ms": round(duration * 1000, 3),
+                           "peer": call.peer},
+                )
+
+    def _enter_span(self, call: CallContext, metadata):
+        span_cm = otel_server_span(call.method, metadata)
+        span = span_cm.__enter__()
+        ids = span_ids_of(span)
+        if ids is not None and call.trace is not None:
+            # Logs show the caller's trace id and this server span's id.
+            from poolstream.server.observability import TraceContext
+
+            call.trace = TraceContext(ids[0], ids[1], call.trace.flags, call.trace.version)
+        return span_cm
+
+    def _wrap_unary(self, behavior, method, metadata):
+        async def unary(request, context):
+            call = self._begin(method, metadata, request, context)
+            token = CURRENT_CALL.set(call)
+            span_cm = self._enter_span(call, metadata)
+            exc: BaseException | None = None
+            try:
+                if isinstance(request, _Malformed):
+                    await abort(context, _malformed_error(method, request))
+                return await behavior(request, context)
+            except BaseException as e:
+                exc = e
+                raise
+            finally:
+                span_cm.__exit__(None, None, None)
+                self._end(call, context, exc)
+                _reset(token)
+
+        return unary
+
+    def _wrap_stream(self, behavior, method, metadata):
+        is_gen = inspect.isasyncgenfunction(behavior)
+
+        async def stream(request, context):
+            call = self._begin(method, metadata, request, context)
+            token = CURRENT_CALL.set(call)
+            span_cm = self._enter_span(call, metadata)
+            exc: BaseException | None = None
+            try:
+                if isinstance(request, _Malformed):
+                    await abort(context, _malformed_error(method, request))
+                if is_gen:
+                    async for response in behavior(request, context):
+                        yield response
+                else:
+                    result = behavior(request, context)
+                    if inspect.isawaitable(result):
+                        await result
+                    elif result is not None and hasattr(result, "__aiter__"):
+                        async for response in result:
+                            yield response
+            except BaseException as e:
+                exc = e
+                raise
+            finally:
+                span_cm.__exit__(None, None, None)
+                self._end(call, context, exc)
+                _reset(token)
+
+        return stream
+
+
+def _reset(token) -> None:
+    try:
+        CURRENT_CALL.reset(token)
+    except ValueError:  # reset from another context (a generator closed elsewhere): harmless
+        pass
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """UNAUTHENTICATED (ErrorInfo reason UNAUTHENTICATED) for PoolingService calls without a valid token."""
+
+    def __init__(self, authenticator: TokenAuthenticator, protected_prefix: str = POOLING_PREFIX):
+        self.authenticator = authenticator
+        self.prefix = protected_prefix
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        if not method.startswith(self.prefix):
+            return await continuation(handler_call_details)
+        authorization = metadata_value(handler_call_details.invocation_metadata, "authorization")
+        if self.authenticator.check(authorization):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        error = ServiceError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "UNAUTHENTICATED",
+            "a valid bearer token is required: send the metadata `authorization: Bearer <token>`"
+            if not authorization else "the bearer token is not valid",
+            metadata={"scheme": "Bearer"},
+        )
+
+        # The request is not parsed (raw bytes): nothing of it reaches the server's code.
+        if handler.unary_unary is not None:
+            async def deny_unary(request, context):
+                await abort(context, error)
+
+            return grpc.unary_unary_rpc_method_handler(deny_unary)
+        if handler.unary_stream is not None:
+            async def deny_stream(request, context):
+                await abort(context, error)
+                yield  # pragma: no cover
+
+            return grpc.unary_stream_rpc_method_handler(deny_stream)
+        if handler.stream_unary is not None:
+            async def deny_stream_unary(request_iterator, context):
+                await abort(context, error)
+
+            return grpc.stream_unary_rpc_method_handler(deny_stream_unary)
+
+        async def deny_bidi(request_iterator, context):
+            await abort(context, error)
+            yield  # pragma: no cover
+
+        return grpc.stream_stream_rpc_method_handler(deny_bidi)

@@ -1,0 +1,217 @@
+"""Per-call context for logs and traces: request ids, W3C trace context, log filter.
+
+Every gRPC call runs with a :class:`CallContext` in the ``CURRENT_CALL``
+context variable (set by :class:`poolstream.server.interceptors.ObservabilityInterceptor`).
+It travels with the call into the tasks and worker threads it starts
+(``asyncio.create_task`` and ``asyncio.to_thread`` copy context variables),
+so any log record emitted on behalf of the call carries its ``request_id``,
+``trace_id`` and ``span_id`` (see :class:`RequestContextFilter`).
+
+The trace context comes from the ``traceparent`` metadata header (W3C Trace
+Context). It is parsed here in pure Python, so log lines are correlated with
+the caller's trace even without OpenTelemetry. When the optional extra
+``otel`` is installed (``pip install 'poolstream[otel]'``), each call also
+runs inside an OpenTelemetry server span whose parent is the caller's span;
+exporting spans is left to the operator's OpenTelemetry SDK configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+try:  # the optional `otel` extra
+    from opentelemetry import propagate as _otel_propagate
+    from opentelemetry import trace as _otel_trace
+
+    HAVE_OTEL = True
+except ImportError:  # pragma: no cover - depends on the environment
+    _otel_propagate = None
+    _otel_trace = None
+    HAVE_OTEL = False
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """A parsed W3C ``traceparent``: 32 hex trace id, 16 hex parent span id, flags."""
+
+    trace_id: str
+    span_id: str
+    flags: int
+    version: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.flags & 0x01)
+
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
+def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
+    """Parse a W3C Trace Context ``traceparent`` header; None when absent or invalid.
+
+    Follows the spec's rules: lower-case hex only; version ``ff`` is invalid;
+    all-zero trace or span ids are invalid; version 00 has exactly four
+    fields, later versions may append more (ignored).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    value = value.strip()
+    m = _TRACEPARENT.match(value)
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return TraceContext(trace_id=trace_id, span_id=span_id, flags=int(flags, 16), version=int(version, 16))
+
+
+@dataclass
+class CallContext:
+    """What is known about the current call; mutable so handlers can add to it."""
+
+    method: str
+    request_id: str = ""
+    trace: TraceContext | None = None
+    peer: str = ""
+    start: float = field(default_factory=time.monotonic)
+    # The ErrorInfo reason of the status the call ended with (set by errors.abort).
+    reason: str = ""
+    # Per-call plugin/engine timing (filled by the servicer and the engine wrapper).
+    marks: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace.trace_id if self.trace else ""
+
+    @property
+    def span_id(self) -> str:
+        return self.trace.span_id if self.trace else ""
+
+
+CURRENT_CALL: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("poolstream_call", default=None)
+
+
+def current_call() -> CallContext | None:
+    return CURRENT_CALL.get()
+
+
+def new_request_id() -> str:
+    return f"pool-{uuid.uuid4().hex}"
+
+
+def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
+    """The first value of ``key`` in gRPC metadata (tuples or ``_Metadatum``)."""
+    for item in metadata or ():
+        k, v = item[0], item[1]
+        if k == key:
+            return v.decode("latin-1") if isinstance(v, bytes) else v
+    return None
+
+
+@contextlib.contextmanager
+def otel_server_span(method: str, metadata: Iterable[Any] | None) -> Iterator[Any]:
+    """An OpenTelemetry SERVER span parented on the caller's ``traceparent``; no-op without otel."""
+    if not HAVE_OTEL:
+        yield None
+        return
+    carrier = {}
+    for item in metadata or ():
+        k, v = item[0], item[1]
+        if k in ("traceparent", "tracestate", "baggage"):
+            carrier[k] = v.decode("latin-1") if isinstance(v, bytes) else v
+    ctx = _otel_propagate.extract(carrier)
+    tracer = _otel_trace.get_tracer("poolstream.server")
+    with tracer.start_as_current_span(
+        method, context=ctx, kind=_otel_trace.SpanKind.SERVER, attributes={"rpc.system": "grpc", "rpc.method": method}
+    ) as span:
+        yield span
+
+
+def span_ids_of(span: Any) -> tuple[str, str] | None:
+    """(trace id, span id) hex of a recording OpenTelemetry span, else None."""
+    if span is None:
+        return None
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return None
+    return f"{sc.trace_id:032x}", f"{sc.span_id:016x}"
+
+
+# -- logging -------------------------------------------------------------------
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds ``request_id``, ``trace_id``, ``span_id`` and ``rpc`` to every record.
+
+    Empty strings outside a call, so format strings may always use them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        call = CURRENT_CALL.get()
+        if call is None:
+            record.request_id = getattr(record, "request_id", "")
+            record.trace_id = getattr(record, "trace_id", "")
+            record.span_id = getattr(record, "span_id", "")
+            record.rpc = getattr(record, "rpc", "")
+        else:
+            record.request_id = call.request_id
+            record.trace_id = call.trace_id
+            record.span_id = call.span_id
+            record.rpc = call.method
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, request_id, trace_id, span_id, rpc, exc."""
+
+    _EXTRA = ("request_id", "trace_id", "span_id", "rpc", "code", "reason", "duration_ms", "peer")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in self._EXTRA:
+            value = getattr(record, key, None)
+            if value not in (None, ""):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s]: %(message)s"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Root logging for ``poolstream serve``: text or JSON lines, with the call context filter."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestContextFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

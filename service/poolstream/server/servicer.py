@@ -1,0 +1,279 @@
+"""PoolingService handlers: thin adapters from protobuf to the pipeline and engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from poolstream.entrypoints.protocol import IOProcessorRequest
+from poolstream.outputs import PoolingRequestOutput
+from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
+from poolstream.server import convert
+from poolstream.server.errors import (
+    ServiceError,
+    abort,
+    invalid_argument,
+    to_service_error,
+    to_status_proto,
+    with_field,
+)
+from poolstream.server.info import server_info
+from poolstream.server.observability import current_call
+from poolstream.server.state import ServerState
+from poolstream.server.watchdog import run_plugin_guarded
+from poolstream.v1 import pooling_service_pb2 as pb
+from poolstream.v1 import pooling_service_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+_NO_PLUGIN = (
+    "No IOProcessor plugin is active, so Process and ProcessStream are unavailable. Start the "
+    "server with --io-processor-plugin NAME, or set \"io_processor_plugin\" in the model's "
+    "config.json; GetServerInfo lists the installed plugins. Encode works without a plugin."
+)
+
+
+class PoolingServicer(pb_grpc.PoolingServiceServicer):
+    def __init__(self, state: ServerState, metrics=None):
+        self.state = state
+        self.metrics = metrics  # poolstream.server.metrics.ServerMetrics, or None
+
+    # -- Process -----------------------------------------------------------
+    async def Process(self, request: pb.ProcessRequest, context: grpc.aio.ServicerContext) -> pb.ProcessResponse:
+        async with self._call(context):
+            try:
+                result = await self._run_plugin(request, context)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                await abort(context, e)
+            return _process_response(result)
+
+    # -- ProcessStream -----------------------------------------------------
+    async def ProcessStream(
+        self, request: pb.ProcessStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessStreamResponse]:
+        async with self._call(context):
+            events: asyncio.Queue[pb.ProcessStreamResponse | None] = asyncio.Queue()
+            progress_only = request.detail == pb.STREAM_DETAIL_PROGRESS
+            try:
+                params = convert.params_from_proto(_params_or_none(request))
+            except Exception as e:
+                await abort(context, e)
+
+            def on_prompt_count(total: int) -> None:
+                events.put_nowait(pb.ProcessStreamResponse(progress=pb.ProcessProgress(completed=0, total=total)))
+
+            def observer(index: int, out: PoolingRequestOutput, completed: int, total: int) -> None:
+                if progress_only:
+                    event = pb.ProcessStreamResponse(
+                        progress=pb.ProcessProgress(completed=completed, total=total)
+                    )
+                else:
+                    event = pb.ProcessStreamResponse(
+                        chunk=pb.ProcessChunk(
+                            index=index,
+                            output=convert.output_to_proto(out, params),
+                            completed=completed,
+                            total=total,
+                        )
+                    )
+                events.put_nowait(event)
+
+            task = asyncio.create_task(self._run_plugin(request, context, observer, on_prompt_count))
+            task.add_done_callback(lambda _: events.put_nowait(None))
+            try:
+                while (event := await events.get()) is not None:
+                    yield event
+                result = task.result()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                await abort(context, e)
+            finally:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            yield pb.ProcessStreamResponse(result=_process_response(result))
+
+    # -- Encode ------------------------------------------------------------
+    async def Encode(
+        self, request: pb.EncodeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EncodeResponse]:
+        async with self._call(context):
+            engine = self._engine()
+            limits = self.state.config.limits
+            try:
+                if not request.prompts:
+                    raise invalid_argument("INVALID_PROMPT", "at least one prompt is required", "prompts")
+                if len(request.prompts) > limits.max_prompts_per_request:
+                    raise invalid_argument(
+                        "TOO_MANY_PROMPTS",
+                        f"{len(request.prompts)} prompts; at most {limits.max_prompts_per_request} per request",
+                        "prompts",
+                    )
+                params = convert.params_from_proto(_params_or_none(request), task="encode")
+            except Exception as e:
+                await abort(context, e)
+            request_id = _request_id(request.request_id, context)
+            deadline = monotonic_deadline(context.time_remaining())
+
+            # One prompt (the common case) skips the merge machinery.
+            if len(request.prompts) == 1:
+                yield await self._encode_one(engine, request, 0, params, request_id, deadline)
+                return
+
+            pending = [
+                asyncio.ensure_future(self._encode_one(engine, request, i, params, request_id, deadline))
+                for i in range(len(request.prompts))
+            ]
+            try:
+                for next_done in asyncio.as_completed(pending):
+                    yield await next_done
+            finally:
+                for f in pending:
+                    f.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _encode_one(self, engine, request, index, params, request_id, deadline) -> pb.EncodeResponse:
+        """Encode prompt ``index``; any failure becomes an in-stream error for it alone."""
+        try:
+            prompt = convert.prompt_from_proto(request.prompts[index], f"prompts[{index}]")
+            out = None
+            async for out in engine.encode(prompt, params, f"{request_id}-{index}", request.priority, deadline):
+                pass
+            if out is None:
+                raise ServiceError(grpc.StatusCode.INTERNAL, "MODEL_FAILED", "the engine returned no output")
+            return pb.EncodeResponse(index=index, output=convert.output_to_proto(out, params))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            error = with_field(to_service_error(e), f"prompts[{index}]")
+            return pb.EncodeResponse(index=index, error=to_status_proto(error))
+
+    # -- GetServerInfo -----------------------------------------------------
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetServerInfoResponse:
+        return server_info(self.state)
+
+    # -- shared ------------------------------------------------------------
+    async def _run_plugin(self, request, context, observer=None, on_prompt_count=None) -> PipelineResult:
+        pipeline = self._pipeline()
+        limits = self.state.config.limits
+        if not request.HasField("data"):
+            raise invalid_argument("INVALID_PAYLOAD", "the request has no data payload", "data")
+        size = request.data.ByteSize()
+        if size > limits.max_payload_bytes:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "PAYLOAD_TOO_LARGE",
+                f"the payload has {size} bytes; at most {limits.max_payload_bytes} are accepted",
+                [("data", "too large")],
+            )
+        io_request = IOProcessorRequest(
+            data=convert.payload_from_proto(request.data),
+            model=self.state.config.model_config.name,
+            priority=request.priority,
+            params=convert.params_from_proto(_params_or_none(request), task="plugin"),
+        )
+        request_id = _request_id(request.request_id, context)
+        deadline = monotonic_deadline(context.time_remaining())
+        # --plugin-timeout: a hung plugin hook ends the call (server/watchdog.py).
+        try:
+            return await run_plugin_guarded(
+                lambda obs, count: pipeline.run(
+                    io_request, request_id=request_id, deadline=deadline, observer=obs, on_prompt_count=count
+                ),
+                observer,
+                on_prompt_count,
+                limits.plugin_timeout_s,
+                self.metrics,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # payload errors name the payload (BadRequest)
+            raise with_field(to_service_error(e), "data") from e
+
+    def _engine(self):
+        if self.state.draining:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "DRAINING", "the server is shutting down")
+        if self.state.engine is None:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "NOT_READY", "the model is still loading")
+        return self.state.engine
+
+    def _pipeline(self):
+        self._engine()
+        if self.state.pipeline is None:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "NO_PLUGIN", _NO_PLUGIN)
+        return self.state.pipeline
+
+    @contextlib.asynccontextmanager
+    async def _call(self, context: grpc.aio.ServicerContext):
+        """Admission for every PoolingService call: readiness and the concurrent-call cap."""
+        state = self.state
+        try:
+            self._engine()
+            if state.active_calls >= state.config.limits.max_concurrent_calls:
+                raise ServiceError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "TOO_MANY_CALLS",
+                    f"{state.active_calls} calls in flight; the limit is "
+                    f"{state.config.limits.max_concurrent_calls} (--max-concurrent-calls)",
+                    retry_after_s=max(0.05, state.engine.estimate_wait_s()) if state.engine else 1.0,
+                )
+            # A deadline the queue already rules out is refused now, not after queueing.
+            remaining = context.time_remaining()
+            if remaining is not None:
+                wait = state.engine.estimate_wait_s()
+                if remaining <= 0 or wait > remaining:
+                    raise ServiceError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        "DEADLINE_TOO_SHORT",
+                        f"the deadline leaves {max(remaining, 0) * 1000:.0f} ms but the engine queue "
+                        f"needs about {wait * 1000:.0f} ms before this call could start; "
+                        "retry with a longer deadline",
+                        metadata={"estimated_wait_s": f"{wait:.3f}", "time_remaining_s": f"{remaining:.3f}"},
+                    )
+        except ServiceError as e:
+            await abort(context, e)
+        state.active_calls += 1
+        try:
+            yield
+        finally:
+            state.active_calls -= 1
+
+
+def _params_or_none(request):
+    return request.params if request.HasField("params") else None
+
+
+def _request_id(client_id: str, context: grpc.aio.ServicerContext) -> str:
+    if client_id:
+        return client_id
+    call = current_call()  # the interceptor already chose one (and logs carry it)
+    if call is not None and call.request_id:
+        return call.request_id
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and value:
+            return f"pool-{value}"
+    return f"pool-{uuid.uuid4().hex}"
+
+
+def _process_response(result: PipelineResult) -> pb.ProcessResponse:
+    created = timestamp_pb2.Timestamp()
+    created.FromSeconds(int(result.response.created_at or time.time()))
+    return pb.ProcessResponse(
+        request_id=result.response.request_id or "",
+        created_at=created,
+        data=convert.payload_to_proto(result.response.data),
+        usage=pb.Usage(prompt_count=result.prompt_count, prompt_tokens=result.prompt_tokens),
+    )

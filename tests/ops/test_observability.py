@@ -1,0 +1,212 @@
+"""Metrics on --metrics-port, request ids and W3C trace context in logs, OpenTelemetry spans (issue 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import urllib.request
+
+import grpc
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from poolstream.server import observability
+from poolstream.server.observability import (
+    CURRENT_CALL,
+    CallContext,
+    JsonFormatter,
+    RequestContextFilter,
+    TraceContext,
+    parse_traceparent,
+)
+from poolstream.server.transport import TransportConfig
+from poolstream.v1 import pooling_pb2
+from poolstream.v1 import pooling_service_pb2 as pb
+from poolstream.v1 import pooling_service_pb2_grpc as pb_grpc
+
+from tests.grpc_helpers import json_payload
+from tests.ops._util import free_port, inproc
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{SPAN_ID}-01"
+
+
+# -- traceparent parsing (no OpenTelemetry needed) --------------------------------------------------
+
+
+def test_parse_traceparent_valid():
+    tc = parse_traceparent(TRACEPARENT)
+    assert tc == TraceContext(TRACE_ID, SPAN_ID, 1, 0) and tc.sampled
+    assert parse_traceparent(f"00-{TRACE_ID}-{SPAN_ID}-00").sampled is False
+    assert parse_traceparent(TRACEPARENT.encode()) == tc
+    # A future version may append fields; they are ignored.
+    assert parse_traceparent(f"01-{TRACE_ID}-{SPAN_ID}-01-extra").trace_id == TRACE_ID
+
+
+@pytest.mark.parametrize("value", [
+    None, "", "garbage", f"00-{TRACE_ID}-{SPAN_ID}", f"00-{TRACE_ID.upper()}-{SPAN_ID}-01",
+    f"ff-{TRACE_ID}-{SPAN_ID}-01", f"00-{'0' * 32}-{SPAN_ID}-01", f"00-{TRACE_ID}-{'0' * 16}-01",
+    f"00-{TRACE_ID}-{SPAN_ID}-01-extra", f"00-{TRACE_ID[:-1]}-{SPAN_ID}-01", b"\xff\xfe",
+])
+def test_parse_traceparent_invalid(value):
+    assert parse_traceparent(value) is None
+
+
+@given(st.text(max_size=80) | st.binary(max_size=80))
+def test_parse_traceparent_never_raises(value):
+    tc = parse_traceparent(value)
+    assert tc is None or (len(tc.trace_id) == 32 and len(tc.span_id) == 16)
+
+
+def test_log_filter_and_json_formatter():
+    record = logging.LogRecord("poolstream.x", logging.INFO, __file__, 1, "hello %s", ("there",), None)
+    RequestContextFilter().filter(record)
+    assert (record.request_id, record.trace_id) == ("", "")
+    call = CallContext(method="/m", request_id="rid-1", trace=parse_traceparent(TRACEPARENT))
+    token = CURRENT_CALL.set(call)
+    try:
+        RequestContextFilter().filter(record)
+    finally:
+        CURRENT_CALL.reset(token)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "hello there" and line["request_id"] == "rid-1"
+    assert line["trace_id"] == TRACE_ID and line["span_id"] == SPAN_ID and line["rpc"] == "/m"
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.addFilter(RequestContextFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def captured_logs():
+    handler = _Capture()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield handler.records
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+async def test_request_id_and_trace_in_logs_without_otel(monkeypatch, captured_logs):
+    """The pure-Python path: traceparent -> log context, also in the plugin's worker thread."""
+    monkeypatch.setattr(observability, "HAVE_OTEL", False)
+    async with inproc() as server, grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.PoolingServiceStub(channel)
+        md = [("traceparent", TRACEPARENT)]
+        ok = await stub.Process(pb.ProcessRequest(request_id="req-ok", data=json_payload({"texts": ["a"]})),
+                                metadata=md)
+        assert ok.request_id == "req-ok"
+        with pytest.raises(grpc.aio.AioRpcError):  # logged by the server with its context
+            await stub.Process(pb.ProcessRequest(data=json_payload({"texts": ["a"], "fail": "post"})),
+                               metadata=[*md, ("x-request-id", "from-header")])
+        # No client id: the generated id is the one in the response and in the log.
+        gen = await stub.Process(pb.ProcessRequest(data=json_payload({"texts": ["a"]})))
+    access = [r for r in captured_logs if r.name == "poolstream.access"]
+    by_id = {r.request_id: r for r in access}
+    assert by_id["req-ok"].trace_id == TRACE_ID and by_id["req-ok"].span_id == SPAN_ID
+    assert by_id["req-ok"].code == "OK"
+    failed = by_id["pool-from-header"]
+    assert (failed.code, failed.reason, failed.trace_id) == ("INTERNAL", "POST_PROCESS_FAILED", TRACE_ID)
+    # The plugin error itself is logged inside the call, with the call's ids.
+    plugin_errors = [r for r in captured_logs if "Plugin hook failed" in r.getMessage()]
+    assert plugin_errors and plugin_errors[0].request_id == "pool-from-header"
+    assert plugin_errors[0].trace_id == TRACE_ID
+    assert gen.request_id.startswith("pool-") and by_id[gen.request_id].trace_id == ""
+
+
+async def test_otel_span_parented_on_traceparent(captured_logs):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # once per process; later calls are ignored with a warning
+    if trace.get_tracer_provider() is not provider:
+        pytest.skip("another test already installed a global tracer provider")
+    assert observability.HAVE_OTEL
+    async with inproc() as server, grpc.aio.insecure_channel(server.address) as channel:
+        await pb_grpc.PoolingServiceStub(channel).Process(
+            pb.ProcessRequest(request_id="traced", data=json_payload({"texts": ["a"]})),
+            metadata=[("traceparent", TRACEPARENT)])
+    spans = [s for s in exporter.get_finished_spans() if s.name.endswith("/Process")]
+    assert len(spans) == 1
+    span = spans[0]
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+    assert f"{span.parent.span_id:016x}" == SPAN_ID
+    assert span.kind == trace.SpanKind.SERVER
+    # Logs carry the caller's trace id and this server span's id.
+    [access] = [r for r in captured_logs if r.name == "poolstream.access" and r.request_id == "traced"]
+    assert access.trace_id == TRACE_ID and access.span_id == f"{span.context.span_id:016x}"
+
+
+# -- Prometheus ------------------------------------------------------------------------------------
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def _value(text: str, name: str, **labels) -> float:
+    """The sample ``name{labels}`` (labels matched as a subset)."""
+    total = None
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        m = re.match(r"^([^{ ]+)(?:\{(.*)\})? (\S+)$", line)
+        if m is None or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total = (total or 0.0) + float(m.group(3))
+    if total is None:
+        raise AssertionError(f"{name}{labels} not in the exposition")
+    return total
+
+
+async def test_metrics_endpoint(tmp_path):
+    port = free_port()
+    async with inproc(transport=TransportConfig(metrics_port=port), max_num_seqs=2) as server:
+        assert server.metrics.port == port
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PoolingServiceStub(channel)
+            texts = [f"text number {i}" for i in range(6)]
+            await asyncio.gather(*(stub.Process(pb.ProcessRequest(data=json_payload({"texts": texts})))
+                                   for _ in range(3)))
+            out = [r async for r in stub.Encode(pb.EncodeRequest(prompts=[pooling_pb2.Prompt(text="x")]))]
+            assert out[0].HasField("output")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Process(pb.ProcessRequest(data=json_payload({"texts": ["a"], "fail": "parse"})))
+        text = await asyncio.to_thread(_scrape, port)
+    process = "/poolstream.v1.PoolingService/Process"
+    assert _value(text, "poolstream_requests_total", method=process, code="OK") == 3
+    assert _value(text, "poolstream_requests_total", method="/poolstream.v1.PoolingService/Encode", code="OK") == 1
+    assert _value(text, "poolstream_request_errors_total", method=process, code="INVALID_ARGUMENT",
+                  reason="INVALID_PAYLOAD") == 1
+    assert _value(text, "poolstream_request_duration_seconds_count", method=process) == 4
+    assert _value(text, "poolstream_requests_in_flight", method=process) == 0
+    assert _value(text, "poolstream_prompts_total", outcome="ok") == 19
+    assert _value(text, "poolstream_prompt_tokens_total") >= 19
+    assert _value(text, "poolstream_prompt_latency_seconds_count") == 19
+    assert _value(text, "poolstream_pre_process_time_seconds_count") == 3  # the parse failure has none
+    assert _value(text, "poolstream_post_process_time_seconds_count") == 3
+    assert _value(text, "poolstream_queue_depth") == 0
+    for name in ("poolstream_queue_time_seconds_count", "poolstream_inference_time_seconds_count",
+                 "poolstream_batch_size_count"):
+        assert name in text
+    assert "_created" not in text
