@@ -8,13 +8,13 @@ import asyncio
 import io
 import random
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 import torch
-
 from poolstream.config import ModelConfig, PoolstreamConfig
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.models.prithvi import PrithviSegmentationModel
@@ -59,6 +59,15 @@ def load_model() -> PrithviSegmentationModel:
     return PrithviSegmentationModel.load(MODEL_DIR, hf, torch.device("cpu"), torch.float32)
 
 
+# One thread runs the model, as the engine's runner does.
+_MODEL_THREAD = ThreadPoolExecutor(1, thread_name_prefix="test-model")
+
+
+def _forward(model: PrithviSegmentationModel, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.forward_tensors(pixel_values=x)
+
+
 async def model_outputs(model: PrithviSegmentationModel, prompts: Sequence[Any], request_id: str,
                         order: str = "shuffled", batch: int = 16,
                         seed: int = 0) -> AsyncIterator[tuple[int, PoolingRequestOutput]]:
@@ -71,8 +80,7 @@ async def model_outputs(model: PrithviSegmentationModel, prompts: Sequence[Any],
     for start in range(0, len(idx), batch):
         chunk = idx[start:start + batch]
         x = torch.stack([prompts[i]["multi_modal_data"]["pixel_values"] for i in chunk])
-        with torch.inference_mode():
-            logits = await asyncio.to_thread(model.forward_tensors, pixel_values=x)
+        logits = await asyncio.get_running_loop().run_in_executor(_MODEL_THREAD, _forward, model, x)
         for i, out in zip(chunk, logits):
             yield i, PoolingRequestOutput(request_id=f"{request_id}-{i}", outputs=PoolingOutput(out.clone()),
                                           prompt_token_ids=[1])

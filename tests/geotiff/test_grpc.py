@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import subprocess
 import sys
 import time
@@ -20,10 +19,11 @@ import numpy as np
 import pytest
 import tifffile
 from google.protobuf import json_format
-
 from poolstream.payloads.geotiff.v1 import geotiff_segmentation_pb2 as geo
-from poolstream.v1 import payload_pb2, pooling_service_pb2 as ps, pooling_service_pb2_grpc
+from poolstream.v1 import payload_pb2, pooling_service_pb2_grpc
+from poolstream.v1 import pooling_service_pb2 as ps
 from poolstream_geotiff import raster, synthetic
+
 from tests.conftest import launch_server
 from tests.geotiff import helpers
 from tests.geotiff.test_plugin import bad_rasters
@@ -32,8 +32,9 @@ from tests.grpc_helpers import json_payload, typed_payload
 MiB = 1 << 20
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 256 * MiB), ("grpc.max_receive_message_length", 256 * MiB)]
 MODEL = str(helpers.MODEL_DIR)
-# Documented in plugins/geotiff_segmentation/README.md ("Memory").
-LARGE_RASTER_PEAK_RSS_BOUND_MIB = 1536
+# Server peak RSS for a 4096 x 4096 x 6 int16 raster (192 MiB), documented in
+# plugins/geotiff_segmentation/README.md ("Memory"); measured ~1.0 and ~1.8 GiB.
+LARGE_RASTER_PEAK_RSS_BOUND_MIB = {"path": 1280, "bytes": 2048}
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +155,8 @@ def test_server_path_source(stub, media_dir):
 
 def test_concurrent_requests_with_different_options(stub):
     cases = []
-    for k, opts in enumerate([dict(), dict(tile_size=128, tile_overlap=8), dict(output_format=geo.OUTPUT_FORMAT_PNG),
-                              dict(threshold=0.8, compression=geo.COMPRESSION_NONE)]):
+    for k, opts in enumerate([{}, {"tile_size": 128, "tile_overlap": 8}, {"output_format": geo.OUTPUT_FORMAT_PNG},
+                              {"threshold": 0.8, "compression": geo.COMPRESSION_NONE}]):
         data, _ = helpers.scene_tiff(180 + 40 * k, 260 - 30 * k, helpers.TEST_SEED_BASE + 140 + k)
         cases.append(geo.GeoTiffSegmentationRequest(geotiff=data, **opts))
     sequential = [process_typed(stub, c) for c in cases]
@@ -171,7 +172,7 @@ def test_example_client_with_progress_bar(server, tmp_path):
     src.write_bytes(data)
     script = helpers.ROOT / "plugins" / "geotiff_segmentation" / "examples" / "segment.py"
     run = subprocess.run([sys.executable, str(script), str(src), str(dst), "--server", server.address],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     assert "4/4 windows" in run.stderr and "[" in run.stderr
     assert "EPSG:32633" in run.stdout and "water" in run.stdout
@@ -185,9 +186,9 @@ def vm_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-@pytest.mark.slow
-def test_large_raster_memory_bound_and_big_output(tmp_path):
-    """4096 x 4096 x 6 int16 (192 MiB) in as bytes; 16 MiB uncompressed GeoTIFF out."""
+@pytest.fixture(scope="module")
+def large_scene(tmp_path_factory):
+    """4096 x 4096 x 6 int16 (192 MiB, uncompressed) GeoTIFF on disk, and its truth."""
     n, tile_n = 4096, 1024
     scene = synthetic.make_scene(tile_n, tile_n, helpers.TEST_SEED_BASE + 200)
 
@@ -198,14 +199,27 @@ def test_large_raster_memory_bound_and_big_output(tmp_path):
 
     bands, label = mosaic(scene.bands), mosaic(scene.label)
     assert bands.shape == (6, n, n)
-    buf = io.BytesIO()
+    path = tmp_path_factory.mktemp("large") / "large.tif"
     tags = raster.geotiff_georef_tags(helpers.EPSG, helpers.ORIGIN, helpers.PIXEL)
-    raster.write_multiband_geotiff(buf, bands, tags, nodata=synthetic.NODATA, compression=None)
-    data = buf.getvalue()
-    del buf, bands
-    assert len(data) > 190 * MiB
+    raster.write_multiband_geotiff(str(path), bands, tags, nodata=synthetic.NODATA, compression=None)
+    assert path.stat().st_size > 190 * MiB
+    return path, label
 
-    s = launch_server("--model", MODEL)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["path", "bytes"])
+def test_large_raster_memory_bound_and_big_output(large_scene, source):
+    """192 MiB raster in (server path, or bytes in the message); 16 MiB uncompressed GeoTIFF out.
+
+    Each case gets a fresh server, so VmHWM is this request's peak.
+    """
+    path, label = large_scene
+    req = geo.GeoTiffSegmentationRequest(compression=geo.COMPRESSION_NONE)
+    if source == "path":
+        req.path = path.name
+    else:
+        req.geotiff = path.read_bytes()
+    s = launch_server("--model", MODEL, "--allowed-local-media-path", str(path.parent))
     try:
         channel = grpc.insecure_channel(s.address, options=CHANNEL_OPTIONS)
         stub = pooling_service_pb2_grpc.PoolingServiceStub(channel)
@@ -213,19 +227,19 @@ def test_large_raster_memory_bound_and_big_output(tmp_path):
         process_typed(stub, geo.GeoTiffSegmentationRequest(geotiff=helpers.scene_tiff(64, 64, 1)[0], tile_size=64))
         rss_before = vm_kib(s.proc.pid, "VmRSS")
         t0 = time.monotonic()
-        resp = process_typed(stub, geo.GeoTiffSegmentationRequest(geotiff=data, compression=geo.COMPRESSION_NONE),
-                             timeout=600)
+        resp = process_typed(stub, req, timeout=600)
         elapsed = time.monotonic() - t0
         peak = vm_kib(s.proc.pid, "VmHWM")
         channel.close()
     finally:
         s.stop()
+    n = label.shape[0]
     assert (resp.width, resp.height) == (n, n) and resp.crs == "EPSG:32633"
     assert len(resp.data) > 4 * MiB  # past gRPC's default 4 MiB message limit
     mask = helpers.read_tiff(resp.data)[0]
     iou = synthetic.iou(mask, label, synthetic.WATER)
-    print(f"\nlarge raster: {len(data) / MiB:.0f} MiB in, {len(resp.data) / MiB:.1f} MiB out, {resp.tile_count} "
-          f"windows, {elapsed:.1f}s, server RSS {rss_before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB, "
-          f"water IoU {iou:.4f}")
+    print(f"\nlarge raster via {source}: {path.stat().st_size / MiB:.0f} MiB in, {len(resp.data) / MiB:.1f} MiB out, "
+          f"{resp.tile_count} windows, {elapsed:.1f}s, server RSS {rss_before / 1024:.0f} MiB before, "
+          f"peak {peak / 1024:.0f} MiB, water IoU {iou:.4f}")
     assert iou >= 0.9
-    assert peak / 1024 < LARGE_RASTER_PEAK_RSS_BOUND_MIB
+    assert peak / 1024 < LARGE_RASTER_PEAK_RSS_BOUND_MIB[source]

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-
 from poolstream.entrypoints.protocol import IOProcessorRequest, RawPayload
 from poolstream.payloads.geotiff.v1 import geotiff_segmentation_pb2 as pb
 from poolstream.v1 import tensor_pb2
 from poolstream_geotiff import raster, synthetic
+
 from tests.geotiff import helpers
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -228,7 +228,7 @@ def test_float_reflectance_with_nan_as_nodata(processor, model):
 
 
 def test_small_raster_is_padded(processor, model):
-    data, scene = helpers.scene_tiff(40, 90, helpers.TEST_SEED_BASE + 18)
+    data, _ = helpers.scene_tiff(40, 90, helpers.TEST_SEED_BASE + 18)
     resp = asyncio.run(helpers.run_inprocess(processor, model, RawPayload("image/tiff", data)))
     assert isinstance(resp, pb.GeoTiffSegmentationResponse) and resp.tile_count == 1
     assert helpers.read_tiff(resp.data)[0].shape == (40, 90)
@@ -287,7 +287,8 @@ def test_path_source_is_confined_to_the_allowed_directory(tmp_path, model):
     ([1, 2], "Unable to parse request"),
 ])
 def test_invalid_requests_are_rejected_with_a_reason(processor, data, match):
-    with pytest.raises(ValueError, match=match):
+    # TypeError for a payload of the wrong type; both become INVALID_ARGUMENT.
+    with pytest.raises((ValueError, TypeError), match=match):
         processor.parse_request(IOProcessorRequest(data=data))
 
 
@@ -323,6 +324,7 @@ def bad_rasters() -> dict[str, tuple[bytes, str]]:
         "corrupt_compressed": (good[:2000] + bytes(len(good) - 2000), "decode|TIFF"),
         "wrong_band_count": (four.getvalue(), "4 band.*needs 6"),
         "huge_declared_size": (huge_tiff_header(200_000, 200_000), "over this server's limit"),
+        "huge_single_strip": (huge_tiff_header(8000, 8000), "strips/tiles are 732 MiB"),
         "zero_bands": (huge_tiff_header(16, 16, samples=0), "TIFF|zero bands"),
     }
 

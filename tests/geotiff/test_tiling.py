@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
 import pytest
 import torch
-
 from poolstream_geotiff.tiling import StreamingBlender, TileGrid, ramp, window_starts
 
 
@@ -16,7 +16,7 @@ from poolstream_geotiff.tiling import StreamingBlender, TileGrid, ramp, window_s
 def test_windows_cover_and_stay_inside(size, tile, overlap):
     starts = window_starts(max(size, tile), tile, overlap)
     assert starts[0] == 0 and starts[-1] == max(size, tile) - tile
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # overlap at least `overlap`
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))  # overlap at least `overlap`
     assert len(set(starts)) == len(starts)
 
 

@@ -43,7 +43,7 @@ async def test_sigterm_drains_and_exits_zero(start_server_process):
         assert check.status == NOT_SERVING
 
         result = None
-        async for event in in_flight:
+        while (event := await in_flight.read()) is not grpc.aio.EOF:
             if event.HasField("result"):
                 result = event.result
         assert result is not None and len(result.data.json["embeddings"]) == 200

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from poolstream_geotiff import raster, synthetic
 
 

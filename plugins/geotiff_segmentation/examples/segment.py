@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import grpc
-
 from poolstream.payloads.geotiff.v1 import geotiff_segmentation_pb2 as geo
 from poolstream.v1 import payload_pb2, pooling_service_pb2, pooling_service_pb2_grpc
 
@@ -31,7 +30,7 @@ MiB = 1 << 20
 
 def progress_bar(done: int, total: int, started: float, width: int = 32) -> str:
     frac = done / total if total else 0.0
-    filled = int(round(frac * width))
+    filled = round(frac * width)
     elapsed = time.monotonic() - started
     eta = f" eta {elapsed / frac - elapsed:5.1f}s" if 0 < frac < 1 else ""
     return f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} windows {elapsed:5.1f}s{eta}"

@@ -140,7 +140,7 @@ class PrithviSegmentationModel(PoolingModel):
     @classmethod
     def load(
         cls, model_dir: Path, hf_config: dict[str, Any], device: torch.device, dtype: torch.dtype
-    ) -> "PrithviSegmentationModel":
+    ) -> PrithviSegmentationModel:
         from safetensors.torch import load_file
 
         model = cls(hf_config)

@@ -96,6 +96,7 @@ class PoolstreamServer:
         self.metrics = ServerMetrics(lambda: self.state.engine)
         self.health_server: grpc.aio.Server | None = None
         self.health_port = 0
+        self._batch_sampler: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
@@ -143,6 +144,7 @@ class PoolstreamServer:
         await engine.start()
         # The wrapper times prompts (metrics) and tells the plugin watchdog when the engine works.
         self.state.attach_engine(ObservedEngine(engine, self.metrics))
+        self._batch_sampler = asyncio.create_task(self.metrics.run_batch_sampler())
         await self.health.set_all(SERVING)
         if self.listen.port_file:
             _write_port_file(self.listen.port_file, self.port)
@@ -176,6 +178,8 @@ class PoolstreamServer:
             await self.server.stop(0)
         if self.health_server is not None:
             await self.health_server.stop(0)
+        if self._batch_sampler is not None:
+            self._batch_sampler.cancel()
         self.metrics.stop_http()
         if self.state.engine is not None:
             engine, self.state.engine = self.state.engine, None

@@ -13,14 +13,17 @@ from dataclasses import dataclass, field, replace
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from poolstream.engine.errors import (
     DeadlineExceededError,
     EngineDeadError,
+    EngineError,
     EngineOverloadedError,
     InvalidPromptError,
+    RequestAbortedError,
 )
 from poolstream.plugins.io_processors.pipeline import PayloadError, PluginFailedError, TooManyPromptsError
 from poolstream.server.observability import current_call
@@ -70,12 +73,18 @@ def to_service_error(exc: BaseException) -> ServiceError:
         )
     if isinstance(exc, InvalidPromptError):
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROMPT", str(exc))
+    if isinstance(exc, RequestAbortedError):
+        return ServiceError(grpc.StatusCode.CANCELLED, "ABORTED", str(exc) or "the request was aborted")
     if isinstance(exc, DeadlineExceededError):
         return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", str(exc))
     if isinstance(exc, EngineDeadError):
         return ServiceError(grpc.StatusCode.UNAVAILABLE, "ENGINE_DEAD", str(exc))
+    if isinstance(exc, EngineError):  # the model failed on this prompt's batch (logged by the engine)
+        return ServiceError(grpc.StatusCode.INTERNAL, "MODEL_FAILED", str(exc))
     if isinstance(exc, TooManyPromptsError):
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_PROMPTS", str(exc), [("data", str(exc))])
+    if isinstance(exc, DecodeError):  # client bytes inside a message (an Any's value) that do not parse
+        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", f"cannot decode: {exc}")
     if isinstance(exc, PayloadError):
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", str(exc), [("data", str(exc))])
     if isinstance(exc, PluginFailedError):

@@ -5,7 +5,9 @@ in one test process do not collide). Call-level metrics are recorded by the
 observability interceptor, prompt-level ones by :class:`ObservedEngine` (a
 thin wrapper around the engine that times every prompt), and engine gauges
 (queue depth and whatever numeric counters ``engine.stats`` exposes) are
-sampled at scrape time.
+sampled at scrape time. Batch-level metrics (sizes, queue and inference
+time) come from the engine's ``stats.recent_batches``, sampled every
+``BATCH_SAMPLE_S`` and at every scrape.
 
 Names (all prefixed ``poolstream_``):
 
@@ -18,12 +20,12 @@ request_duration_seconds               histogram  method: wall time of the RPC
 requests_in_flight                     gauge      method
 prompts_total                          counter    outcome (ok, error, cancelled)
 prompt_tokens_total                    counter    tokens (or positions) encoded
-queue_time_seconds                     histogram  prompt submitted -> scheduled (engine timing)
-inference_time_seconds                 histogram  prompt scheduled -> output (engine timing)
+queue_time_seconds                     histogram  prompt submitted -> its batch started
+inference_time_seconds                 histogram  its batch's execution time, per prompt
 prompt_latency_seconds                 histogram  prompt submitted -> output, as the server saw it
 pre_process_time_seconds               histogram  plugin parse + pre-process per request
 post_process_time_seconds              histogram  last engine output -> plugin result per request
-batch_size                             histogram  prompts per engine batch (needs an engine hook)
+batch_size                             histogram  prompts per engine batch
 queue_depth                            gauge      prompts waiting in the engine (sampled)
 engine_<stat>                          gauge      every numeric field of engine.stats (sampled)
 =====================================  =========  ===============================================
@@ -31,9 +33,12 @@ engine_<stat>                          gauge      every numeric field of engine.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -47,6 +52,8 @@ logger = logging.getLogger(__name__)
 # No `*_created` series: they double the exposition and no dashboard here uses them.
 disable_created_metrics()
 
+BATCH_SAMPLE_S = 0.5
+_MAX_TRACKED_PROMPTS = 65536
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -83,10 +90,14 @@ class ServerMetrics:
                                            buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("poolstream_batch_size", "Prompts per engine batch",
                                     buckets=_BATCH_BUCKETS, registry=r)
+        self._engine_getter = engine_getter
         if engine_getter is not None:
-            r.register(_EngineCollector(engine_getter))
+            r.register(_EngineCollector(engine_getter, self.sample_batches))
         self._http = None
         self.port = 0
+        self._last_batch = 0  # index of the last engine batch recorded
+        self._submitted: OrderedDict[str, float] = OrderedDict()  # request id -> submission time
+        self._batch_lock = threading.Lock()
 
     # -- exposition ----------------------------------------------------------
     def start_http(self, host: str, port: int) -> int:
@@ -111,16 +122,56 @@ class ServerMetrics:
         if code != "OK":
             self.errors.labels(method, code, reason or "-").inc()
 
-    def observe_batch(self, size: int) -> None:
-        """Per-batch hook for the engine (batch sizes cannot be derived from sampled totals)."""
-        self.batch_size.observe(size)
+    def note_submitted(self, request_id: str, when: float) -> None:
+        """Remember when a prompt went to the engine, for its queue time (bounded memory)."""
+        with self._batch_lock:
+            self._submitted[request_id] = when
+            if len(self._submitted) > _MAX_TRACKED_PROMPTS:
+                self._submitted.popitem(last=False)
+
+    def sample_batches(self, stats: dict[str, Any] | None = None) -> None:
+        """Record the engine batches executed since the last call (sizes, queue and inference time).
+
+        The engine keeps its most recent batches (``stats.recent_batches``, 256); the server
+        samples them every ``BATCH_SAMPLE_S`` and at every scrape, so batches are missed only
+        beyond 256 per interval. A per-batch callback in the engine would make this exact.
+        """
+        if stats is None:
+            engine = self._engine_getter() if self._engine_getter else None
+            if engine is None:
+                return
+            stats = engine_stats(engine)
+        batches = stats.get("recent_batches") or ()
+        with self._batch_lock:
+            for b in batches:
+                if b.index <= self._last_batch:
+                    continue
+                self._last_batch = b.index
+                n = len(b.request_ids)
+                self.batch_size.observe(n)
+                infer = max(0.0, b.finished - b.started)
+                for rid in b.request_ids:
+                    self.inference_time.observe(infer)
+                    submitted = self._submitted.pop(rid, None)
+                    if submitted is not None:
+                        self.queue_time.observe(max(0.0, b.started - submitted))
+
+    async def run_batch_sampler(self) -> None:
+        """Background task: sample engine batches periodically (cancel to stop)."""
+        while True:
+            await asyncio.sleep(BATCH_SAMPLE_S)
+            try:
+                self.sample_batches()
+            except Exception:
+                logger.debug("batch sampling failed", exc_info=True)
 
 
 class _EngineCollector:
     """Samples the engine at scrape time: queue depth and every numeric stat."""
 
-    def __init__(self, engine_getter: Callable[[], Any]):
+    def __init__(self, engine_getter: Callable[[], Any], on_stats: Callable[[dict[str, Any]], None]):
         self.engine_getter = engine_getter
+        self.on_stats = on_stats
 
     def describe(self):
         return []
@@ -131,12 +182,12 @@ class _EngineCollector:
             return
         try:
             stats = engine_stats(engine)
-        except Exception:  # never fail a scrape because of the engine
+            self.on_stats(stats)
+        except Exception:
             logger.debug("engine stats unavailable", exc_info=True)
             return
         depth = GaugeMetricFamily("poolstream_queue_depth", "Prompts waiting in the engine queue")
-        queued = next((stats[k] for k in ("num_waiting", "waiting", "queued", "queue_depth", "num_queued")
-                       if k in stats), None)
+        queued = next((stats[k] for k in ("queued_prompts", "num_waiting", "queue_depth") if k in stats), None)
         if queued is not None:
             depth.add_metric([], float(queued))
             yield depth
@@ -154,7 +205,7 @@ def engine_stats(engine: Any) -> dict[str, Any]:
     if stats is None:
         return {}
     if dataclasses.is_dataclass(stats):
-        return dataclasses.asdict(stats)
+        return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
     if isinstance(stats, dict):
         return dict(stats)
     return {k: v for k, v in vars(stats).items() if not k.startswith("_")}
@@ -170,8 +221,8 @@ class ObservedEngine:
     ``encode`` is a plain function (not an async generator) so that it reads
     the calling request's :class:`CallContext` at submission time; the
     returned generator then records into it as outputs arrive, whether or not
-    the plugin has consumed them yet (``marks["last_output"]``), which the
-    plugin timeout needs.
+    the plugin has consumed them yet (``marks["produced"]``, ``marks["waiting"]``),
+    which the plugin timeout needs (server/watchdog.py).
     """
 
     def __init__(self, engine: Any, metrics: ServerMetrics | None):
@@ -189,28 +240,40 @@ class ObservedEngine:
                deadline: float | None = None) -> AsyncIterator[Any]:
         call = current_call()
         stream = self._engine.encode(prompt, params, request_id, priority, deadline)
-        return self._observe(stream, call)
+        return self._observe(stream, call, request_id)
 
-    async def _observe(self, stream: AsyncIterator[Any], call) -> AsyncIterator[Any]:
+    async def _observe(self, stream: AsyncIterator[Any], call, request_id: str) -> AsyncIterator[Any]:
         metrics = self._metrics
+        marks = call.marks if call is not None else {}
         submitted = time.monotonic()
+        if metrics is not None:
+            metrics.note_submitted(request_id, submitted)
         outcome = "error"
+        iterator = stream.__aiter__()
         try:
-            async for out in stream:
+            while True:
+                # While this await is pending the engine works for the call (queued or batched).
+                marks["waiting"] = marks.get("waiting", 0) + 1
+                marks["activity"] = time.monotonic()
+                try:
+                    out = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    marks["waiting"] -= 1
+                    marks["activity"] = time.monotonic()
                 now = time.monotonic()
                 if getattr(out, "finished", True):
                     outcome = "ok"
-                    if call is not None:
-                        call.marks["outputs"] = call.marks.get("outputs", 0) + 1
-                        call.marks["last_output"] = now
+                    marks.setdefault("produced", []).append(now)
+                    marks["last_output"] = now
                     if metrics is not None:
                         metrics.prompt_latency.observe(now - submitted)
                         ids = getattr(out, "prompt_token_ids", None)
                         metrics.tokens.inc(len(ids) if ids else 1)
-                        _observe_engine_timing(metrics, out)
                 yield out
-        except BaseException as e:
-            if isinstance(e, (GeneratorExit,)) or type(e).__name__ == "CancelledError":
+        except (GeneratorExit, asyncio.CancelledError):
+            if outcome != "ok":
                 outcome = "cancelled"
             raise
         finally:
@@ -219,21 +282,3 @@ class ObservedEngine:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-
-def _observe_engine_timing(metrics: ServerMetrics, out: Any) -> None:
-    """Queue and inference time from the output's timing fields, when the engine sets them."""
-    m = getattr(out, "metrics", None)
-    if m is None:
-        return
-    get = (m.get if isinstance(m, dict) else lambda k, d=None: getattr(m, k, d))
-    arrival, scheduled, finished = get("arrival_time"), get("first_scheduled_time"), get("finished_time")
-    queue_s, infer_s = get("queue_time_s"), get("inference_time_s")
-    if queue_s is None and arrival is not None and scheduled is not None:
-        queue_s = scheduled - arrival
-    if infer_s is None and scheduled is not None and finished is not None:
-        infer_s = finished - scheduled
-    if queue_s is not None and queue_s >= 0:
-        metrics.queue_time.observe(queue_s)
-    if infer_s is not None and infer_s >= 0:
-        metrics.inference_time.observe(infer_s)

@@ -94,7 +94,7 @@ class CallContext:
     # The ErrorInfo reason of the status the call ended with (set by errors.abort).
     reason: str = ""
     # Per-call plugin/engine timing (filled by the servicer and the engine wrapper).
-    marks: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trace_id(self) -> str:

@@ -33,7 +33,8 @@ def _register_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     fdp.package = "grpc.reflection.v1"
     for message in fdp.message_type:
         for f in message.field:
-            f.type_name = f.type_name.replace(".grpc.reflection.v1alpha.", ".grpc.reflection.v1.")
+            if f.type_name:  # assigning "" would mark a scalar field as typed
+                f.type_name = f.type_name.replace(".grpc.reflection.v1alpha.", ".grpc.reflection.v1.")
     for service in fdp.service:
         for method in service.method:
             method.input_type = method.input_type.replace(".v1alpha.", ".v1.")

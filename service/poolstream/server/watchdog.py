@@ -3,14 +3,26 @@
 A plugin request alternates between the plugin's own code (parse_request,
 pre_process, post_process, output_to_response) and waiting for the engine.
 Only the first is bounded here: the request fails with DEADLINE_EXCEEDED,
-ErrorInfo reason ``PLUGIN_TIMEOUT`` (metadata ``stage``), once its plugin
-hooks have run for ``plugin_timeout_s`` seconds in a row while none of its
-prompts was queued or running in the engine. Engine time is not counted
-(the gRPC deadline and the queue bound that), so a long queue never trips it.
+ErrorInfo reason ``PLUGIN_TIMEOUT`` (metadata ``stage``), once the plugin
+has been the one holding the request up for ``plugin_timeout_s`` seconds
+without making progress. The plugin holds the request up when
+
+- an engine output is ready that it has not taken (measured from the
+  oldest such output), or
+- none of the request's prompts is queued or running in the engine
+  (pre-processing, or post-processing after the last output).
+
+It makes progress when pre-processing ends and each time it takes an output.
+Time the plugin spends waiting for the engine never counts (the gRPC
+deadline and the queue bound that), so a long queue never trips it, while a
+plugin stuck on its first output is stopped after ``plugin_timeout_s`` and
+the request's remaining queued prompts are aborted.
 
 Engine activity comes from :class:`poolstream.server.metrics.ObservedEngine`,
-which marks ``CallContext.marks["waiting"]`` (prompts of this call awaiting
-the engine) and ``marks["activity"]`` (the last time that changed).
+which keeps in ``CallContext.marks``: ``waiting`` (prompts of this call
+awaiting the engine), ``activity`` (the last time that changed) and
+``produced`` (arrival times of the call's outputs); the pipeline's observer
+callback gives ``consumed`` (outputs the plugin took).
 
 The watchdog wakes at most once per ``plugin_timeout_s`` per request, so it
 costs nothing measurable under load. Limits: a *synchronous* hook that the
@@ -53,17 +65,23 @@ async def run_plugin_guarded(
         token = CURRENT_CALL.set(call)
     marks = call.marks
     t0 = time.monotonic()
+    marks["progress"] = t0
 
     def prompt_count(n: int) -> None:
         now = time.monotonic()
-        marks["pre_done"] = now
-        marks["activity"] = max(marks.get("activity", 0.0), now)
+        marks["pre_done"] = marks["progress"] = now
         if metrics is not None:
             metrics.pre_process_time.observe(now - t0)
         if on_prompt_count is not None:
             on_prompt_count(n)
 
-    task = asyncio.ensure_future(start(observer, prompt_count))
+    def consumed(index: int, output: Any, completed: int, total: int) -> None:
+        marks["consumed"] = completed
+        marks["progress"] = time.monotonic()
+        if observer is not None:
+            observer(index, output, completed, total)
+
+    task = asyncio.ensure_future(start(consumed, prompt_count))
     try:
         if timeout_s and timeout_s > 0:
             await _watch(task, marks, t0, timeout_s)
@@ -83,18 +101,28 @@ async def run_plugin_guarded(
     return result
 
 
-async def _watch(task: asyncio.Future, marks: dict[str, float], t0: float, timeout_s: float) -> None:
-    idle_since = t0
+def _stalled_since(marks: dict[str, Any], now: float) -> float | None:
+    """Since when the plugin has been holding the request up; None while it waits for the engine."""
+    produced: list[float] = marks.get("produced", [])
+    taken = marks.get("consumed", 0)
+    if taken < len(produced):  # an output is ready and the plugin has not taken it
+        return max(marks["progress"], produced[taken])
+    if marks.get("waiting", 0) > 0:  # the plugin waits for the engine
+        return None
+    return max(marks["progress"], marks.get("activity", 0.0))
+
+
+async def _watch(task: asyncio.Future, marks: dict[str, Any], t0: float, timeout_s: float) -> None:
     next_check = t0 + timeout_s
     while True:
         done, _ = await asyncio.wait({task}, timeout=max(0.0, next_check - time.monotonic()))
         if done:
             return
         now = time.monotonic()
-        if marks.get("waiting", 0) > 0:
-            idle_since = now  # the engine is working for this request
-        else:
-            idle_since = max(idle_since, marks.get("activity", t0))
+        idle_since = _stalled_since(marks, now)
+        if idle_since is None:
+            next_check = now + timeout_s
+            continue
         if now - idle_since >= timeout_s:
             stage = "post_process" if "pre_done" in marks else "pre_process"
             task.cancel()

@@ -53,6 +53,7 @@ class PoolingServiceStub:
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
     |                     | PLUGIN_TIMEOUT                           | a plugin hook ran past --plugin-timeout            |
     | CANCELLED           | -                                        | the client cancelled (its queued work is dropped)  |
+    |                     | ABORTED                                  | the server aborted the request                     |
     | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
     | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
     |                     |                                          | the engine died                                    |
@@ -117,6 +118,7 @@ class PoolingServiceServicer:
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
     |                     | PLUGIN_TIMEOUT                           | a plugin hook ran past --plugin-timeout            |
     | CANCELLED           | -                                        | the client cancelled (its queued work is dropped)  |
+    |                     | ABORTED                                  | the server aborted the request                     |
     | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
     | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
     |                     |                                          | the engine died                                    |
@@ -217,6 +219,7 @@ class PoolingService:
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
     |                     | PLUGIN_TIMEOUT                           | a plugin hook ran past --plugin-timeout            |
     | CANCELLED           | -                                        | the client cancelled (its queued work is dropped)  |
+    |                     | ABORTED                                  | the server aborted the request                     |
     | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
     | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
     |                     |                                          | the engine died                                    |

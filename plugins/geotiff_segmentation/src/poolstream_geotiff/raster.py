@@ -65,6 +65,8 @@ USER_DEFINED = 32767
 RASTER_PIXEL_IS_POINT = 2
 
 SEGMENT_BUFFER_BYTES = 8 << 20
+MAX_SEGMENT_BYTES = 512 << 20
+MAX_BANDS = 256
 F16_MAX = 65504.0
 SUPPORTED_DTYPES = {np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "f8")}
 
@@ -131,6 +133,8 @@ def read_header(tif: tifffile.TiffFile, file_size: int, max_pixels: int) -> Rast
         raise RasterError(f"the raster is empty ({width} x {height} px)")
     if bands < 1:
         raise RasterError("the raster has zero bands")
+    if bands > MAX_BANDS:
+        raise RasterError(f"the raster has {bands} bands; at most {MAX_BANDS} are supported")
     if page.imagedepth > 1:
         raise RasterError("volumetric TIFFs are not supported")
     if width * height > max_pixels:
@@ -144,8 +148,14 @@ def read_header(tif: tifffile.TiffFile, file_size: int, max_pixels: int) -> Rast
             f"unsupported sample type ({page.bitspersample}-bit, sampleformat {int(page.sampleformat)}); "
             "use 8/16/32-bit integers or 32/64-bit floats"
         )
-    if page.compression != 1 and not page.compression in tifffile.TIFF.DECOMPRESSORS:  # noqa: E713
+    if page.compression != 1 and not page.compression in tifffile.TIFF.DECOMPRESSORS:
         raise RasterError(f"unsupported TIFF compression {page.compression!r}")
+    segment_bytes = int(np.prod(page.chunks)) * np.dtype(dtype).itemsize
+    if segment_bytes > MAX_SEGMENT_BYTES:
+        raise RasterError(
+            f"the TIFF's strips/tiles are {segment_bytes >> 20} MiB each when decoded, over the "
+            f"{MAX_SEGMENT_BYTES >> 20} MiB this server decodes at once; rewrite it tiled or with smaller strips"
+        )
     offsets, counts = page.dataoffsets, page.databytecounts
     if len(offsets) != len(counts) or not len(offsets):
         raise RasterError("the TIFF has no (or inconsistent) strip/tile offsets")

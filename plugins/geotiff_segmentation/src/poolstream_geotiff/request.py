@@ -19,7 +19,6 @@ from typing import Any, Literal
 import numpy as np
 from google.protobuf import json_format
 from google.protobuf.message import Message
-
 from poolstream.entrypoints.protocol import IOProcessorRequest, RawPayload
 from poolstream.payloads.geotiff.v1 import geotiff_segmentation_pb2 as pb
 
@@ -92,7 +91,7 @@ def parse(request: Any) -> SegmentationJob:
     if isinstance(data, pb.GeoTiffSegmentationRequest):
         job = _from_proto(data, "typed")
     elif isinstance(data, Message):
-        raise ValueError(
+        raise TypeError(
             f"geotiff_segmentation takes {pb.GeoTiffSegmentationRequest.DESCRIPTOR.full_name}, "
             f"got {data.DESCRIPTOR.full_name}"
         )
@@ -108,7 +107,7 @@ def parse(request: Any) -> SegmentationJob:
     elif isinstance(data, dict):
         job = _from_dict(data)
     else:
-        raise ValueError(
+        raise TypeError(
             "Unable to parse request: expected a GeoTiffSegmentationRequest, a JSON object or an image/tiff "
             f"raw payload, got {type(data).__name__}"
         )

@@ -24,6 +24,7 @@ rows, so memory is the class map (1 byte/px) plus
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,7 +118,7 @@ class StreamingBlender:
         self._wsum_y, self._wsum_x = grid.weight_sums()
         # Strips: rows between consecutive window edges.
         edges = sorted({0, grid.padded_height, *grid.row_starts, *(s + t for s in grid.row_starts)})
-        self._strips = list(zip(edges[:-1], edges[1:]))
+        self._strips = list(itertools.pairwise(edges))
         ncols = len(grid.col_starts)
         self._expected = [
             ncols * sum(1 for s in grid.row_starts if s <= a and b <= s + t) for a, b in self._strips

@@ -1045,6 +1045,7 @@ class PoolingServiceStub:
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
     |                     | PLUGIN_TIMEOUT                           | a plugin hook ran past --plugin-timeout            |
     | CANCELLED           | -                                        | the client cancelled (its queued work is dropped)  |
+    |                     | ABORTED                                  | the server aborted the request                     |
     | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
     | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
     |                     |                                          | the engine died                                    |

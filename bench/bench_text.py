@@ -1,0 +1,298 @@
+"""Text-embedding benchmark: the same sentences through four paths, side by side.
+
+    .venv/bin/python bench/bench_text.py            # CPU, all-MiniLM-L6-v2
+    .venv/bin/python bench/bench_text.py --device cuda --dtype float16 --n 8192
+
+- (ref) sentence-transformers ``encode(batch_size=32)`` in-process;
+- (a)   our ``BertEmbeddingModel`` called directly: batches of 32 sorted by
+        length (tokenize + forward + normalise), the ceiling for (b) and (c);
+- (b)   ``AsyncEngine`` in-process, ``--concurrency`` concurrent single-text requests;
+- (c)   ``poolstream serve`` in a subprocess, driven by ``bench/grpc_load.py`` in
+        another process: single-text calls at ``--concurrency``, and
+        32-sentence calls at ``--batch-concurrency``.
+
+Then single-request latency: one sentence via a direct forward, via the
+engine, and via gRPC (sequential calls); the gRPC overhead is the p50
+difference. Each throughput is the median of ``--rounds`` interleaved
+rounds (the paths alternate, so background load hits them alike).
+Markdown goes to stdout and, with ``--save``, to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from sentences import sentences  # noqa: E402
+
+from poolstream.config import EngineConfig, ModelConfig, PoolstreamConfig, default_model_path  # noqa: E402
+from poolstream.engine import AsyncEngine  # noqa: E402
+from poolstream.engine.processor import load_tokenizer  # noqa: E402
+from poolstream.engine.runner import resolve_device, resolve_dtype  # noqa: E402
+from poolstream.models.model_dir import read_model_dir  # noqa: E402
+from poolstream.models.registry import resolve_model_class  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class Direct:
+    """(a): the model's batched forward with no engine around it."""
+
+    def __init__(self, path: str, device: torch.device, dtype: torch.dtype):
+        mdir = read_model_dir(path)
+        self.model = resolve_model_class(mdir.architecture).load(Path(path), mdir.hf_config, device, dtype)
+        self.tok = load_tokenizer(mdir.tokenizer_file)
+        self.tok.enable_truncation(mdir.max_model_len)
+        self.device = device
+
+    def _forward(self, ids: list[list[int]]) -> torch.Tensor:
+        seq = max(map(len, ids))
+        inp = torch.zeros((len(ids), seq), dtype=torch.int64)
+        mask = torch.zeros((len(ids), seq), dtype=torch.int64)
+        for i, row in enumerate(ids):
+            inp[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        out = self.model.forward_tokens(inp.to(self.device), mask.to(self.device))
+        return F.normalize(out.float(), dim=-1).cpu()
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> float:
+        t0 = time.perf_counter()
+        ids = [e.ids for e in self.tok.encode_batch(texts)]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                self._forward([ids[i] for i in order[s:s + batch_size]])
+        return time.perf_counter() - t0
+
+    def one(self, text: str) -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            self._forward([self.tok.encode(text).ids])
+        return time.perf_counter() - t0
+
+
+async def engine_load(engine: AsyncEngine, texts: list[str], concurrency: int, tag: str) -> dict:
+    """(b): ``concurrency`` clients, each sending one text at a time."""
+    queue = list(reversed(range(len(texts))))
+    lat: list[float] = []
+
+    async def client() -> None:
+        while queue:
+            i = queue.pop()
+            t = time.perf_counter()
+            async for _ in engine.encode(texts[i], None, f"{tag}-{i}"):
+                pass
+            lat.append(time.perf_counter() - t)
+
+    b0, p0 = engine.stats.batches_executed, engine.stats.prompts_executed
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    dt = time.perf_counter() - t0
+    st = engine.stats
+    return {"throughput": len(texts) / dt, "p50_ms": 1e3 * statistics.median(lat), "p99_ms": 1e3 * pct(lat, 0.99),
+            "avg_batch": (st.prompts_executed - p0) / max(1, st.batches_executed - b0)}
+
+
+class Server:
+    """(c): ``poolstream serve`` as a subprocess on an ephemeral port."""
+
+    def __init__(self, model: str, args: argparse.Namespace):
+        self.tmp = Path(tempfile.mkdtemp(prefix="poolstream-bench-"))
+        port_file = self.tmp / "port"
+        cmd = [str(Path(sys.executable).parent / "poolstream"), "serve", "--model", model, "--host", "127.0.0.1",
+               "--port", "0", "--port-file", str(port_file), "--device", args.device, "--dtype", args.dtype,
+               "--no-access-log"]
+        if args.threads > 0:
+            cmd += ["--num-threads", str(args.threads)]
+        self.log = open(self.tmp / "server.log", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError((self.tmp / "server.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.1)
+        self.address = f"127.0.0.1:{int(port_file.read_text())}"
+
+    def load(self, n: int, concurrency: int, per_request: int, seed: int = 0) -> dict:
+        out = subprocess.run(
+            [sys.executable, str(HERE / "grpc_load.py"), "--address", self.address, "--n", str(n),
+             "--concurrency", str(concurrency), "--per-request", str(per_request), "--seed", str(seed)],
+            capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model directory (default: the embedded all-MiniLM-L6-v2)")
+    ap.add_argument("--n", type=int, default=512, help="sentences per throughput run")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--batch-concurrency", type=int, default=4, help="concurrent 32-sentence gRPC calls")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--latency-n", type=int, default=100, help="sequential single-sentence calls")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads everywhere (0: torch's default)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    ap.add_argument("--no-grpc", action="store_true")
+    ap.add_argument("--no-st", action="store_true")
+    ap.add_argument("--save", action="store_true", help="also write bench/results/<timestamp>.md")
+    args = ap.parse_args()
+
+    model = args.model or default_model_path()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    texts = sentences(args.n)
+    load_before = os.getloadavg()
+
+    st = None
+    if not args.no_st:
+        from sentence_transformers import SentenceTransformer  # reference only
+
+        st = SentenceTransformer(model, device=str(device))
+        if dtype == torch.float16:
+            st.half()
+        elif dtype == torch.bfloat16:
+            st.bfloat16()
+    direct = Direct(model, device, dtype)
+    cfg = PoolstreamConfig(ModelConfig.from_dir(model), EngineConfig(device=args.device, dtype=args.dtype,
+                                                                     num_threads=max(0, args.threads)))
+    engine = AsyncEngine.from_config(cfg)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(engine.start())
+    server, skip_reason = None, ""
+    if not args.no_grpc:
+        try:
+            server = Server(model, args)
+        except (RuntimeError, FileNotFoundError) as e:
+            skip_reason = f"server did not start: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+    else:
+        skip_reason = "--no-grpc"
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    # Warm every path once.
+    if st:
+        st.encode(texts[:64], batch_size=32)
+    direct.encode(texts[:64])
+    loop.run_until_complete(engine_load(engine, texts[:64], args.concurrency, "warm"))
+    if server:
+        server.load(128, args.concurrency, 1, seed=1)
+
+    runs: dict[str, list[dict]] = {k: [] for k in ("ref", "a", "b", "c1", "c32")}
+    for r in range(args.rounds):
+        if st:
+            t0 = time.perf_counter()
+            st.encode(texts, batch_size=32)
+            sync()
+            runs["ref"].append({"throughput": args.n / (time.perf_counter() - t0)})
+        dt = direct.encode(texts)
+        sync()
+        runs["a"].append({"throughput": args.n / dt})
+        runs["b"].append(loop.run_until_complete(engine_load(engine, texts, args.concurrency, f"b{r}")))
+        if server:
+            runs["c1"].append(server.load(args.n, args.concurrency, 1))
+            runs["c32"].append(server.load(args.n, args.batch_concurrency, 32))
+
+    # Single-request latency (sequential).
+    one = texts[: args.latency_n]
+    lat_direct = [direct.one(t) for t in one]
+    lat_engine = [loop.run_until_complete(engine_load(engine, [t], 1, f"l{i}"))["p50_ms"] / 1e3
+                  for i, t in enumerate(one)]
+    lat_grpc = server.load(args.latency_n, 1, 1) if server else None
+    load_after = os.getloadavg()
+
+    loop.run_until_complete(engine.shutdown())
+    loop.close()
+    if server:
+        server.close()
+
+    report = render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_reason,
+                    load_before, load_after)
+    print(report)
+    if args.save:
+        out = HERE / "results" / time.strftime(f"%Y%m%d-%H%M%S-{device.type}.md")
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(report)
+
+
+def render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_reason, load_before,
+           load_after) -> str:
+    def med(key: str, field: str = "throughput") -> float | None:
+        vals = [r[field] for r in runs[key] if field in r]
+        return statistics.median(vals) if vals else None
+
+    a, ref = med("a"), med("ref")
+    lines = [
+        f"## poolstream text benchmark ({device}, {str(dtype).removeprefix('torch.')})",
+        "",
+        f"- {args.n} sentences (5-40 words), {args.rounds} interleaved rounds, medians; "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads "
+        f"{args.threads or torch.get_num_threads()}, Python {platform.python_version()}",
+        f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
+        "(a shared machine makes every figure noisy; compare ratios within this run)",
+        "",
+        "| path | sentences/s | p50 ms | p99 ms | vs (a) | vs (ref) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(name: str, key: str) -> None:
+        thr = med(key)
+        if thr is None:
+            return
+        p50, p99 = med(key, "p50_ms"), med(key, "p99_ms")
+        cells = [f"{thr:,.0f}", "" if p50 is None else f"{p50:.1f}", "" if p99 is None else f"{p99:.1f}",
+                 f"{thr / a:.2f}" if a else "", f"{thr / ref:.2f}" if ref else ""]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    row("(ref) sentence-transformers encode(batch_size=32)", "ref")
+    row("(a) direct forward, batch 32 sorted by length", "a")
+    row(f"(b) AsyncEngine in-process, {args.concurrency} concurrent single-text", "b")
+    row(f"(c) gRPC Encode, {args.concurrency} concurrent single-text calls", "c1")
+    row(f"(c) gRPC Encode, {args.batch_concurrency} concurrent 32-sentence calls", "c32")
+    if skip_reason:
+        lines.append(f"\n(c) skipped: {skip_reason}")
+    b_batch = med("b", "avg_batch")
+    if b_batch:
+        lines.append(f"\n(b) average engine batch: {b_batch:.1f} prompts")
+    d50, e50 = 1e3 * statistics.median(lat_direct), 1e3 * statistics.median(lat_engine)
+    lines += ["", "### single-request latency (sequential, one sentence)", "",
+              "| path | p50 ms | overhead vs direct |", "|---|---:|---:|",
+              f"| direct forward (tokenize + forward) | {d50:.2f} | |",
+              f"| AsyncEngine in-process | {e50:.2f} | {e50 - d50:+.2f} ms |"]
+    if lat_grpc:
+        lines.append(f"| gRPC Encode (client in another process) | {lat_grpc['p50_ms']:.2f} | "
+                     f"{lat_grpc['p50_ms'] - d50:+.2f} ms |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

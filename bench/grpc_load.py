@@ -1,0 +1,90 @@
+"""gRPC load client for bench_text.py, run as its own process so its CPU use is visible.
+
+    python bench/grpc_load.py --address 127.0.0.1:PORT --concurrency 64 --per-request 1 --n 512
+
+Each of ``concurrency`` workers sends Encode calls of ``per-request`` sentences
+back to back until ``n`` sentences were sent. Prints one JSON line:
+{"sentences", "elapsed_s", "throughput", "p50_ms", "p99_ms", "errors"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sentences import sentences  # noqa: E402
+
+from poolstream.v1 import pooling_pb2, pooling_service_pb2, pooling_service_pb2_grpc  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def run(address: str, concurrency: int, per_request: int, n: int, warmup: int, seed: int) -> dict:
+    texts = sentences(n, seed=seed)
+    requests = [
+        pooling_service_pb2.EncodeRequest(prompts=[pooling_pb2.Prompt(text=t) for t in texts[i:i + per_request]])
+        for i in range(0, n, per_request)
+    ]
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pooling_service_pb2_grpc.PoolingServiceStub(channel)
+
+        async def call(req) -> int:
+            errors = 0
+            async for resp in stub.Encode(req):
+                errors += resp.HasField("error")
+            return errors
+
+        for req in requests[:warmup]:
+            await call(req)
+        queue = list(reversed(requests))
+        latencies: list[float] = []
+        errors = 0
+
+        async def worker() -> None:
+            nonlocal errors
+            while queue:
+                req = queue.pop()
+                t = time.perf_counter()
+                errors += await call(req)
+                latencies.append(time.perf_counter() - t)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return {
+        "sentences": n,
+        "elapsed_s": elapsed,
+        "throughput": n / elapsed,
+        "p50_ms": 1e3 * statistics.median(latencies),
+        "p99_ms": 1e3 * percentile(latencies, 0.99),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--address", required=True)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--per-request", type=int, default=1)
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    print(json.dumps(asyncio.run(run(a.address, a.concurrency, a.per_request, a.n, a.warmup, a.seed))))
+
+
+if __name__ == "__main__":
+    main()

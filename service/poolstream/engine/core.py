@@ -1,0 +1,231 @@
+"""The engine core: one dedicated thread that owns all model work.
+
+Each iteration of ``run()``:
+
+1. ingest: drain the thread-safe input queue (block only when idle) and
+   tokenize / validate every new request in one go (``InputProcessor``);
+2. schedule (under the engine lock): drop expired requests, pick the next
+   batch, mark it RUNNING; aborted requests are skipped here, so once
+   ``abort()`` returned, the request can no longer enter a batch;
+3. execute the batch (``ModelRunner``); on CUDA it is left in flight while
+   the next iteration collates the following batch (one batch prefetched,
+   like TEI's batching task);
+4. deliver: every finished/failed request of the iteration goes back to the
+   event loop with ONE ``loop.call_soon_threadsafe`` call.
+
+Nothing here touches asyncio objects: futures are resolved by the callback,
+on the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from poolstream.engine.errors import DeadlineExceededError, EngineDeadError, EngineError
+from poolstream.engine.processor import InputProcessor
+from poolstream.engine.request import EngineRequest, RequestStatus
+from poolstream.engine.runner import BatchHandle, ModelRunner
+from poolstream.engine.scheduler import Scheduler
+from poolstream.engine.stats import StatsTracker
+from poolstream.outputs import PoolingOutput, PoolingRequestOutput
+
+logger = logging.getLogger(__name__)
+
+# (request, output or exception) pairs handed to the event loop.
+Finished = list[tuple[EngineRequest, Any]]
+
+_SHUTDOWN = object()
+_WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
+
+
+class EngineCore:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        processor: InputProcessor,
+        scheduler: Scheduler,
+        lock: threading.Lock,
+        stats: StatsTracker,
+        deliver: Callable[[Finished], None],
+        num_threads: int = 0,
+    ):
+        self.runner = runner
+        self.processor = processor
+        self.scheduler = scheduler
+        self.lock = lock
+        self.stats = stats
+        self.deliver = deliver  # thread-safe: posts to the event loop
+        self.num_threads = num_threads
+        self.inputs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.dead: EngineDeadError | None = None  # set (under the lock) when the thread ends
+        self._stopping = False
+
+    # ---- called from the event loop -------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run_guarded, name="poolstream-engine-core", daemon=True)
+        self.thread.start()
+
+    def submit(self, req: EngineRequest) -> None:
+        self.inputs.put(req)
+
+    def stop(self) -> None:
+        self.inputs.put(_SHUTDOWN)
+
+    # ---- the thread -----------------------------------------------------
+
+    def _run_guarded(self) -> None:
+        if self.num_threads > 0:
+            # Set in this thread: OpenMP thread counts are per calling thread.
+            torch.set_num_threads(self.num_threads)
+        try:
+            with torch.inference_mode():
+                self._run()
+        except BaseException as e:  # noqa: BLE001 - the engine must report any death
+            logger.exception("engine core died")
+            death: BaseException = EngineDeadError(f"engine died: {e!r}")
+        else:
+            death = EngineDeadError("engine was shut down")
+        # Under the lock: admission checks `dead` and enqueues under the same lock, so
+        # nothing can slip into the queue after the drain below.
+        with self.lock:
+            self.dead = death
+        self._fail_all_waiting()
+
+    def _run(self) -> None:
+        pending: BatchHandle | None = None
+        while True:
+            finished: Finished = []
+            idle = pending is None and not self.scheduler.has_waiting()
+            self._ingest(block=idle, finished=finished)
+            if self._stopping:
+                if pending is not None:
+                    self._complete(pending, finished)
+                self.deliver(finished)
+                return
+            batch = self._schedule(finished)
+            handle = self._execute(batch, finished) if batch else None
+            if pending is not None:
+                self._complete(pending, finished)
+                pending = None
+            if handle is not None:
+                if handle.ready():  # always on CPU: deliver now rather than next iteration
+                    self._complete(handle, finished)
+                else:
+                    pending = handle
+            if finished:
+                self.deliver(finished)
+
+    def _ingest(self, block: bool, finished: Finished) -> None:
+        new: list[EngineRequest] = []
+        try:
+            item = self.inputs.get() if block else self.inputs.get_nowait()
+            while True:
+                if item is _SHUTDOWN:
+                    self._stopping = True
+                elif item.status is _WAITING:  # else aborted while in the queue
+                    new.append(item)
+                item = self.inputs.get_nowait()
+        except queue.Empty:
+            pass
+        if not new:
+            return
+        failed = self.processor.process(new)
+        with self.lock:
+            for req, exc in failed:
+                if req.status is _WAITING:
+                    req.status = RequestStatus.FAILED
+                    self.stats.queued_prompts -= 1
+                    self.stats.prompts_failed += 1
+                    finished.append((req, exc))
+            for req in new:
+                if req.status is _WAITING:
+                    self.scheduler.add(req)
+
+    def _schedule(self, finished: Finished) -> list[EngineRequest]:
+        now = time.monotonic()
+        with self.lock:
+            for req in self.scheduler.expire(now):
+                req.status = RequestStatus.EXPIRED
+                self.stats.queued_prompts -= 1
+                self.stats.prompts_expired += 1
+                finished.append((req, DeadlineExceededError(
+                    f"request {req.request_id} passed its deadline while queued")))
+            batch = self.scheduler.schedule()
+            for req in batch:
+                req.status = _RUNNING
+            self.stats.queued_prompts -= len(batch)
+            self.stats.running_prompts += len(batch)
+        return batch
+
+    def _execute(self, batch: list[EngineRequest], finished: Finished) -> BatchHandle | None:
+        started = time.monotonic()
+        try:
+            handle = self.runner.execute(batch)
+        except Exception as e:  # noqa: BLE001 - a model failure fails this batch, not the engine
+            logger.exception("batch of %d prompts failed", len(batch))
+            self._fail_batch(batch, EngineError(f"model failed: {e}"), finished)
+            return None
+        handle.started = started
+        return handle
+
+    def _complete(self, handle: BatchHandle, finished: Finished) -> None:
+        batch = handle.batch
+        try:
+            rows = handle.wait()
+        except Exception as e:  # noqa: BLE001
+            logger.exception("batch of %d prompts failed", len(batch))
+            self._fail_batch(batch, EngineError(f"model failed: {e}"), finished)
+            return
+        done = time.monotonic()
+        tokens = sum(r.cost for r in batch)
+        padded = max(r.cost for r in batch) * len(batch) if batch[0].kind != "tensors" else tokens
+        for req, row in zip(batch, rows):
+            out = PoolingRequestOutput(request_id=req.request_id, outputs=PoolingOutput(data=row),
+                                       prompt_token_ids=req.token_ids, truncated=req.truncated)
+            finished.append((req, out))
+        with self.lock:
+            for req in batch:
+                req.status = RequestStatus.FINISHED
+            self.stats.running_prompts -= len(batch)
+            self.stats.record_batch(tuple(r.request_id for r in batch), tokens, padded,
+                                    handle.started, done)
+
+    def _fail_batch(self, batch: list[EngineRequest], exc: Exception, finished: Finished) -> None:
+        with self.lock:
+            for req in batch:
+                req.status = RequestStatus.FAILED
+            self.stats.running_prompts -= len(batch)
+            self.stats.prompts_failed += len(batch)
+        finished.extend((req, exc) for req in batch)
+
+    def _fail_all_waiting(self) -> None:
+        """After the loop ends: everything still queued fails with EngineDeadError."""
+        exc = self.dead
+        finished: Finished = []
+        leftovers = []
+        try:
+            while True:
+                item = self.inputs.get_nowait()
+                if item is not _SHUTDOWN:
+                    leftovers.append(item)
+        except queue.Empty:
+            pass
+        with self.lock:
+            for req in leftovers + self.scheduler.drain():
+                if req.status is _WAITING:
+                    req.status = RequestStatus.FAILED
+                    self.stats.queued_prompts -= 1
+                    finished.append((req, exc))
+        try:
+            self.deliver(finished)
+        except RuntimeError:  # the event loop is already closed
+            pass

@@ -1,0 +1,168 @@
+"""Model runner: device/dtype, collation, forward, output post-processing.
+
+Runs only in the core thread. ``execute()`` returns a ``BatchHandle``: on CPU
+the work is already done; on CUDA the forward and the device->host copy are
+queued on the stream (pinned buffers, ``non_blocking=True``) and the handle
+holds an event, so the core thread can collate the next batch while the GPU
+works. Outputs come back with ONE copy per batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from poolstream.engine.errors import EngineError
+from poolstream.engine.request import EngineRequest
+from poolstream.models.base import ModelSpec, PoolingModel
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda:0 when available, else cpu. Asking for cuda without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EngineError("device 'cuda' was requested but torch sees no CUDA device")
+        dev = torch.device(name)
+        return torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
+    if name != "cpu":
+        raise EngineError(f"unknown device {name!r}: use auto, cuda or cpu")
+    return torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto" -> float16 on CUDA, float32 on CPU (CPU half kernels are slow and inexact)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise EngineError(f"unknown dtype {name!r}: use auto, float32, float16 or bfloat16")
+    return _DTYPES[name]
+
+
+@dataclass
+class BatchHandle:
+    """A batch in flight. ``wait()`` -> one float32 CPU tensor per request, in batch order."""
+
+    batch: list[EngineRequest]
+    parts: list[tuple[torch.Tensor, list[int]]]  # (host output, batch rows it holds)
+    event: torch.cuda.Event | None = None
+    started: float = 0.0  # time.monotonic() at launch
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def wait(self) -> list[torch.Tensor]:
+        if self.event is not None:
+            self.event.synchronize()
+        rows: list[torch.Tensor | None] = [None] * len(self.batch)
+        for host, idx in self.parts:
+            if self.event is not None:
+                # Own the memory: pinned blocks go back to the allocator's cache, and
+                # callers may keep outputs for long.
+                host = host.clone()
+            for row, i in zip(host.unbind(0), idx):
+                rows[i] = row
+        return rows  # type: ignore[return-value]
+
+
+class ModelRunner:
+    def __init__(self, model: PoolingModel, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.spec: ModelSpec = model.spec()
+        self.device = device
+        self.dtype = dtype
+        self.is_cuda = device.type == "cuda"
+
+    # ---- collation ------------------------------------------------------
+
+    def _collate_tokens(self, batch: list[EngineRequest]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(batch)
+        lens = np.fromiter((len(r.token_ids) for r in batch), dtype=np.int64, count=n)
+        seq = int(lens.max())
+        # [n, seq] right-padded ids and 0/1 mask, built with two numpy ops instead of n row copies.
+        ids = torch.zeros((n, seq), dtype=torch.int64, pin_memory=self.is_cuda)
+        mask = torch.empty((n, seq), dtype=torch.int64, pin_memory=self.is_cuda)
+        valid = np.arange(seq)[None, :] < lens[:, None]  # [n, seq] bool
+        flat = np.fromiter(itertools.chain.from_iterable(r.token_ids for r in batch), dtype=np.int64,
+                           count=int(lens.sum()))
+        ids.numpy()[valid] = flat  # boolean-mask order is row-major == right padding
+        mask.numpy()[:] = valid
+        return self._to_device(ids), self._to_device(mask)
+
+    def _collate_tensors(self, batch: list[EngineRequest]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in batch[0].tensors or {}:
+            items = [r.tensors[name] for r in batch]  # type: ignore[index]
+            t = torch.stack(items)
+            if self.is_cuda:
+                t = t.pin_memory()
+            t = self._to_device(t)
+            if t.is_floating_point():
+                t = t.to(self.dtype)
+            out[name] = t
+        return out
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, non_blocking=True) if self.is_cuda else t
+
+    # ---- execution ------------------------------------------------------
+
+    def forward(self, batch: list[EngineRequest]) -> torch.Tensor:
+        """[n, ...] model outputs on the device (no post-processing)."""
+        if batch[0].kind == "tensors":
+            return self.model.forward_tensors(**self._collate_tensors(batch))
+        return self.model.forward_tokens(*self._collate_tokens(batch))
+
+    def execute(self, batch: list[EngineRequest]) -> BatchHandle:
+        out = self.forward(batch)
+        if out.shape[0] != len(batch):
+            raise EngineError(f"model returned {out.shape[0]} rows for a batch of {len(batch)}")
+        parts = self._postprocess(out, batch)
+        if not self.is_cuda:
+            return BatchHandle(batch, [(t.contiguous(), idx) for t, idx in parts])
+        host_parts = []
+        for t, idx in parts:
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            host_parts.append((host, idx))
+        event = torch.cuda.Event()
+        event.record()
+        return BatchHandle(batch, host_parts, event)
+
+    def _postprocess(self, out: torch.Tensor, batch: list[EngineRequest]) -> list[tuple[torch.Tensor, list[int]]]:
+        """Normalize / Matryoshka-truncate per request, as few ops as the batch allows."""
+        out = out.float()
+        if out.dim() != 2:  # dense outputs (segmentation maps): nothing to normalise
+            return [(out, list(range(len(batch))))]
+        groups: dict[tuple[bool, int | None], list[int]] = {}
+        for i, r in enumerate(batch):
+            groups.setdefault((r.normalize, r.dimensions), []).append(i)
+        parts = []
+        for (normalize, dims), idx in groups.items():
+            x = out if len(groups) == 1 else out[torch.tensor(idx, device=out.device)]
+            if dims is not None:
+                x = x[:, :dims]
+            if normalize:
+                x = F.normalize(x, p=2.0, dim=-1)  # after truncation: Matryoshka re-normalises
+            parts.append((x, idx))
+        return parts
+
+    def warmup(self) -> None:
+        """One tiny forward so the first request does not pay for lazy kernel init."""
+        if self.spec.max_model_len <= 0:
+            return  # tensor models: input shapes are unknown here
+        ids = torch.zeros((1, 4), dtype=torch.int64, device=self.device)
+        with torch.inference_mode():
+            self.model.forward_tokens(ids, torch.ones_like(ids))
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
