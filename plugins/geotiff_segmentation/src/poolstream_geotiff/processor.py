@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,7 @@ def release_free_memory() -> None:
 class SegmentationResult:
     """The plugin's output for one request."""
 
-    data: bytes
+    data: bytes = field(repr=False)
     media_type: str
     width: int
     height: int
