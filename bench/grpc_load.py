@@ -71,6 +71,7 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
         "p50_ms": 1e3 * statistics.median(latencies),
         "p99_ms": 1e3 * percentile(latencies, 0.99),
         "errors": errors,
+        "latencies_ms": [1e3 * x for x in latencies] if len(latencies) <= 2000 else [],
     }
 
 

@@ -82,8 +82,9 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-receive-message-bytes", type=int, default=d_limits.max_receive_message_bytes)
     g.add_argument("--max-send-message-bytes", type=int, default=d_limits.max_send_message_bytes)
     g.add_argument("--plugin-timeout", type=float, default=d_limits.plugin_timeout_s,
-                   help="seconds a plugin request's hooks may run while the engine is not working for it; "
-                   "then DEADLINE_EXCEEDED PLUGIN_TIMEOUT (0: off)")
+                   help="seconds a plugin may hold a request up without progress (its hooks running, or "
+                   "engine outputs waiting for it); then DEADLINE_EXCEEDED PLUGIN_TIMEOUT (0: off; "
+                   "engine time never counts)")
     p.add_argument("--log-level", default="INFO")
 
 

@@ -21,20 +21,22 @@ _PUNCT = ["!!!", "???", "...", "--", "(a, b; c)", "'quoted'", '"double"', "#hash
 
 
 def make_corpus(n: int, seed: int = 1234) -> list[str]:
-    """Deterministic, varied sentences: short, long, unicode, punctuation, and some
-    longer than the model's 256-token limit (truncated)."""
+    """Deterministic, varied sentences: short, medium, unicode, punctuation, and one in
+    16 longer than the model's 256-token limit (truncated)."""
     rng = random.Random(seed)
     out = ["", " ", "a", "Hello world."]
     while len(out) < n:
-        k = len(out) % 10
-        if k < 5:
+        k = len(out) % 16
+        if k < 8:
             words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 30))]
-        elif k < 7:
+        elif k < 11:
             words = [rng.choice(_WORDS + _UNICODE) for _ in range(rng.randint(2, 20))]
-        elif k < 9:
+        elif k < 14:
             words = [rng.choice(_WORDS + _PUNCT) for _ in range(rng.randint(5, 60))]
-        else:  # 200..400 words: many exceed 256 tokens
-            words = [rng.choice(_WORDS + _UNICODE) for _ in range(rng.randint(200, 400))]
+        elif k == 14:
+            words = [rng.choice(_WORDS + _PUNCT) for _ in range(rng.randint(60, 120))]
+        else:  # 260..360 words: always more than 256 tokens
+            words = [rng.choice(_WORDS + _UNICODE) for _ in range(rng.randint(260, 360))]
         out.append(" ".join(words))
     return out[:n]
 

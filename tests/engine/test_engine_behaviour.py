@@ -193,7 +193,7 @@ async def test_duplicate_request_id_rejected(make_engine):
 
 async def test_event_loop_stays_responsive_under_load(make_engine):
     engine = await make_engine()
-    texts = make_corpus(160)
+    texts = make_corpus(96)
     gaps: list[float] = []
     stop = asyncio.Event()
 

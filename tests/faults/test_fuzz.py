@@ -73,26 +73,11 @@ def _call_raw(channel, path: str, data: bytes) -> list[bytes]:
     return [call(data, timeout=CALL_TIMEOUT)]
 
 
-# Bugs this suite found that belong to other modules: tolerated here (only these exact
-# signatures), pinned by strict xfail tests below that start failing once they are fixed.
-KNOWN_BUGS = (
-    # server/convert.py params_from_proto: DT.Name(value) raises ValueError for an output_dtype
-    # the enum does not define -> INTERNAL instead of INVALID_ARGUMENT INVALID_PARAMS.
-    "Enum DType has no name defined for value",
-)
-
-
-def _known_bug(e: grpc.RpcError) -> bool:
-    return e.code() == grpc.StatusCode.INTERNAL and any(b in (e.details() or "") for b in KNOWN_BUGS)
-
-
 def _expect_answer(fn):
     """Run a call; OK or a documented status. A timeout (our deadline) means a hang."""
     try:
         return fn()
     except grpc.RpcError as e:
-        if _known_bug(e):
-            return e
         code, reason = assert_documented(e)
         assert not (code == "DEADLINE_EXCEEDED" and reason is None), "the server did not answer in time"
         return e
@@ -267,8 +252,6 @@ def test_hostile_plugin_payloads(channel, data, params, priority, stream, detail
         _expect_answer(lambda: stub.Process(req, timeout=CALL_TIMEOUT))
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS[0]: convert.params_from_proto calls DT.Name() on an "
-                   "undefined enum value; fix: name it only when it is in DT.values()")
 def test_undefined_output_dtype_is_invalid_params(channel):
     stub = pb_grpc.PoolingServiceStub(channel)
     req = pb.EncodeRequest(prompts=[pooling_pb2.Prompt(text="a")], params=pooling_pb2.PoolingParams(output_dtype=13))

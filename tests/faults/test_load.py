@@ -63,7 +63,7 @@ def _vec(output: pooling_pb2.PoolingRequestOutput) -> torch.Tensor:
 
 async def _with_retries(make_call, stats: dict, max_attempts: int = 40):
     """Run ``make_call()`` until it is not RESOURCE_EXHAUSTED, sleeping RetryInfo's delay between."""
-    for attempt in range(max_attempts):
+    for _ in range(max_attempts):
         try:
             return await make_call()
         except grpc.aio.AioRpcError as e:

@@ -52,7 +52,7 @@ async def test_queue_full_with_retry_info_from_the_estimate(server, stub):
         await asyncio.sleep(0.005)
     estimate = engine.estimate_wait_s()
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await stub.Process(pb.ProcessRequest(data=json_payload({"texts": _texts(10, "second")})), timeout=60)
+        await stub.Process(pb.ProcessRequest(data=json_payload({"texts": _texts(20, "second")})), timeout=60)
     assert status_of(e.value) == ("RESOURCE_EXHAUSTED", "QUEUE_FULL")
     delay = retry_delay_s(e.value)
     assert delay is not None and 0.05 <= delay <= 30
@@ -99,12 +99,12 @@ async def test_too_many_calls(server, stub):
 
 
 async def test_burst_every_call_answered_and_retries_succeed(server, stub):
-    """200 concurrent callers against a 32-prompt queue and 8 call slots: each one is answered
+    """150 concurrent callers against a 32-prompt queue and 8 call slots: each one is answered
     at once (OK or RESOURCE_EXHAUSTED), and callers that wait for RetryInfo all get served."""
     first_attempt: dict[str, int] = {}
 
     async def caller(k: int):
-        texts = _texts(4, f"burst{k}")
+        texts = _texts(3, f"burst{k}")
         for attempt in range(60):
             start = time.monotonic()
             try:
@@ -118,11 +118,14 @@ async def test_burst_every_call_answered_and_retries_succeed(server, stub):
                     first_attempt[reason] = first_attempt.get(reason, 0) + 1
                 await asyncio.sleep(retry_delay_s(e))
                 continue
-            assert r.data.json["tag"] == k and len(r.data.json["norms"]) == 4
+            assert r.data.json["tag"] == k and len(r.data.json["norms"]) == 3
             return attempt
         raise AssertionError(f"caller {k} never got through")
 
-    attempts = await asyncio.wait_for(asyncio.gather(*(caller(k) for k in range(200))), 120)
+    start = time.monotonic()
+    attempts = await asyncio.wait_for(asyncio.gather(*(caller(k) for k in range(150))), 120)
+    print(f"\nburst: 150 callers served in {time.monotonic() - start:.1f}s; first-attempt refusals "
+          f"{first_attempt}; most attempts {max(attempts) + 1}")
     assert sum(first_attempt.values()) > 0, "the burst never overloaded the server"
     assert max(attempts) > 0
     assert server.state.active_calls == 0 and server.state.engine.stats.queued_prompts == 0

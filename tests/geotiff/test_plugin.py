@@ -358,7 +358,8 @@ def test_concurrent_requests_with_different_options_do_not_interfere(processor, 
         {"tile_size": 96, "tile_overlap": 0, "compression": "none"},
         {"tile_size": 160, "threshold": 0.2, "output_format": "png"},
     ]):
-        data, _ = helpers.scene_tiff(150 + 37 * k, 170 + 23 * k, helpers.TEST_SEED_BASE + 30 + k, nodata_edge=k % 2 == 1)
+        data, _ = helpers.scene_tiff(150 + 37 * k, 170 + 23 * k, helpers.TEST_SEED_BASE + 30 + k,
+                                     nodata_edge=k % 2 == 1)
         reqs.append({"geotiff": b64(data), **opts})
 
     async def alone():

@@ -93,7 +93,10 @@ def captured_logs():
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    echo = logging.getLogger("poolstream_test_plugins.echo")
+    echo.setLevel(logging.DEBUG)
     yield handler.records
+    echo.setLevel(logging.NOTSET)
     root.removeHandler(handler)
     root.setLevel(old_level)
 
@@ -123,6 +126,10 @@ async def test_request_id_and_trace_in_logs_without_otel(monkeypatch, captured_l
     assert plugin_errors and plugin_errors[0].request_id == "pool-from-header"
     assert plugin_errors[0].trace_id == TRACE_ID
     assert gen.request_id.startswith("pool-") and by_id[gen.request_id].trace_id == ""
+    # The plugin's pre_process runs in a worker thread; its log line carries the call's context.
+    [pre] = [r for r in captured_logs if r.getMessage() == "echo pre_process req-ok"]
+    assert pre.threadName != "MainThread"
+    assert (pre.request_id, pre.trace_id) == ("req-ok", TRACE_ID)
 
 
 async def test_otel_span_parented_on_traceparent(captured_logs):
@@ -143,9 +150,16 @@ async def test_otel_span_parented_on_traceparent(captured_logs):
         await pb_grpc.PoolingServiceStub(channel).Process(
             pb.ProcessRequest(request_id="traced", data=json_payload({"texts": ["a"]})),
             metadata=[("traceparent", TRACEPARENT)])
+        with pytest.raises(grpc.aio.AioRpcError):
+            await pb_grpc.PoolingServiceStub(channel).Process(
+                pb.ProcessRequest(request_id="traced-bad", data=json_payload({"texts": ["a"], "fail": "parse"})),
+                metadata=[("traceparent", TRACEPARENT)])
     spans = [s for s in exporter.get_finished_spans() if s.name.endswith("/Process")]
-    assert len(spans) == 1
-    span = spans[0]
+    assert len(spans) == 2
+    span, bad = spans
+    assert span.attributes["rpc.grpc.status_code"] == 0 and span.status.is_ok
+    assert bad.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert bad.attributes["poolstream.error_reason"] == "INVALID_PAYLOAD" and not bad.status.is_ok
     assert f"{span.context.trace_id:032x}" == TRACE_ID
     assert f"{span.parent.span_id:016x}" == SPAN_ID
     assert span.kind == trace.SpanKind.SERVER
@@ -206,7 +220,10 @@ async def test_metrics_endpoint(tmp_path):
     assert _value(text, "poolstream_pre_process_time_seconds_count") == 3  # the parse failure has none
     assert _value(text, "poolstream_post_process_time_seconds_count") == 3
     assert _value(text, "poolstream_queue_depth") == 0
-    for name in ("poolstream_queue_time_seconds_count", "poolstream_inference_time_seconds_count",
-                 "poolstream_batch_size_count"):
-        assert name in text
+    # Batch-level metrics, sampled from the engine's recent batches at scrape time.
+    assert _value(text, "poolstream_batch_size_count") >= 1
+    assert _value(text, "poolstream_batch_size_sum") == 19
+    assert _value(text, "poolstream_inference_time_seconds_count") == 19
+    assert _value(text, "poolstream_queue_time_seconds_count") == 19
+    assert _value(text, "poolstream_engine_prompts_executed") == 19
     assert "_created" not in text

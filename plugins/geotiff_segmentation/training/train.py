@@ -35,8 +35,8 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[3]
 sys.path.insert(0, str(HERE.parents[1] / "src"))  # poolstream_geotiff without installing
 
-from poolstream.models.prithvi import PrithviSegmentationModel
-from poolstream_geotiff import synthetic
+from poolstream.models.prithvi import PrithviSegmentationModel  # noqa: E402
+from poolstream_geotiff import synthetic  # noqa: E402
 
 ARCH = {
     "num_bands": 6,

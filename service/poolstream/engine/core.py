@@ -87,6 +87,7 @@ class EngineCore:
             # Set in this thread: OpenMP thread counts are per calling thread.
             torch.set_num_threads(self.num_threads)
         try:
+            self.runner.bind_thread()
             with torch.inference_mode():
                 self._run()
         except BaseException as e:  # noqa: BLE001 - the engine must report any death

@@ -136,7 +136,7 @@ class ModelRunner:
             host.copy_(t, non_blocking=True)
             host_parts.append((host, idx))
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))
         return BatchHandle(batch, host_parts, event)
 
     def _postprocess(self, out: torch.Tensor, batch: list[EngineRequest]) -> list[tuple[torch.Tensor, list[int]]]:
@@ -156,6 +156,11 @@ class ModelRunner:
                 x = F.normalize(x, p=2.0, dim=-1)  # after truncation: Matryoshka re-normalises
             parts.append((x, idx))
         return parts
+
+    def bind_thread(self) -> None:
+        """Per-thread setup for the calling (core) thread: its CUDA device."""
+        if self.is_cuda:
+            torch.cuda.set_device(self.device)
 
     def warmup(self) -> None:
         """One tiny forward so the first request does not pay for lazy kernel init."""

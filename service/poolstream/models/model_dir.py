@@ -8,8 +8,9 @@ optional (segmentation checkpoints ship config.json + model.safetensors):
 - ``1_Pooling/config.json`` (or whatever path modules.json names): both the
   verbose schema (``pooling_mode_mean_tokens: true`` ...) and the compact one
   (``pooling_mode: "mean"``, sentence-transformers >= 5.4);
-- ``sentence_bert_config.json``: ``max_seq_length`` (else config.json's
-  ``max_position_embeddings``);
+- ``sentence_bert_config.json``: ``max_seq_length``; else (sentence-transformers
+  >= 6 keeps it there) ``tokenizer_config.json``'s ``model_max_length``; both
+  capped by config.json's ``max_position_embeddings``;
 - ``config_sentence_transformers.json``: prompts (recorded, not applied);
 - ``tokenizer.json``.
 
@@ -77,6 +78,7 @@ class ModelDirConfig:
     has_normalize: bool | None = None
     dense_paths: tuple[str, ...] = ()
     max_seq_length: int | None = None  # sentence_bert_config.json
+    tokenizer_max_length: int | None = None  # tokenizer_config.json model_max_length
     max_position_embeddings: int | None = None  # config.json
     do_lower_case: bool = False
     tokenizer_file: Path | None = None
@@ -106,8 +108,10 @@ class ModelDirConfig:
 
     @property
     def max_model_len(self) -> int:
-        """Longest prompt in tokens: max_seq_length, capped by the position table."""
-        limits = [n for n in (self.max_seq_length, self.max_position_embeddings) if n]
+        """Longest prompt in tokens, as sentence-transformers decides it: max_seq_length,
+        else the tokenizer's model_max_length; never beyond the position table."""
+        wanted = self.max_seq_length or self.tokenizer_max_length
+        limits = [n for n in (wanted, self.max_position_embeddings) if n]
         return min(limits) if limits else 0
 
 
@@ -181,6 +185,10 @@ def read_model_dir(model: str | os.PathLike[str]) -> ModelDirConfig:
 
     sbert = _read_optional_json(path / "sentence_bert_config.json") or {}
     st_cfg = _read_optional_json(path / "config_sentence_transformers.json") or {}
+    tok_cfg = _read_optional_json(path / "tokenizer_config.json") or {}
+    tok_max = tok_cfg.get("model_max_length")
+    if not isinstance(tok_max, int) or tok_max > 1_000_000:  # HF writes 1e30 for "unbounded"
+        tok_max = None
     tokenizer_file = path / "tokenizer.json"
     max_pos = hf_config.get("max_position_embeddings")
     if max_pos is not None and hf_config.get("model_type") in ("roberta", "xlm-roberta"):
@@ -197,6 +205,7 @@ def read_model_dir(model: str | os.PathLike[str]) -> ModelDirConfig:
         has_normalize=has_normalize,
         dense_paths=dense_paths,
         max_seq_length=int(sbert["max_seq_length"]) if sbert.get("max_seq_length") else None,
+        tokenizer_max_length=tok_max,
         max_position_embeddings=int(max_pos) if max_pos else None,
         do_lower_case=bool(sbert.get("do_lower_case", False)),
         tokenizer_file=tokenizer_file if tokenizer_file.is_file() else None,

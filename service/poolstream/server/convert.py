@@ -43,6 +43,11 @@ def prompt_from_proto(msg: pooling_pb2.Prompt, field_path: str) -> PromptType:
     raise invalid_argument("INVALID_PROMPT", "the prompt has no input set", field_path)
 
 
+def _dtype_name(value: int) -> str:
+    # Clients may send enum numbers this server does not define.
+    return DT.Name(value) if value in DT.values() else str(value)
+
+
 def params_from_proto(msg: pooling_pb2.PoolingParams | None, task: str | None = None) -> PoolingParams | None:
     """Decode PoolingParams; None when the request did not set the field."""
     if msg is None:
@@ -50,7 +55,7 @@ def params_from_proto(msg: pooling_pb2.PoolingParams | None, task: str | None = 
     if msg.output_dtype not in OUTPUT_DTYPES:
         raise invalid_argument(
             "INVALID_PARAMS",
-            f"output_dtype {DT.Name(msg.output_dtype)} is not supported "
+            f"output_dtype {_dtype_name(msg.output_dtype)} is not supported "
             "(use FLOAT32, FLOAT16, BFLOAT16 or BINARY)",
             "params.output_dtype",
         )
@@ -102,11 +107,19 @@ def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data")
                 f"{field_path}.typed.type_url",
             ) from None
         message = cls()
-        if not msg.typed.Unpack(message):
+        try:
+            unpacked = msg.typed.Unpack(message)
+        except Exception as e:  # malformed bytes: DecodeError
+            raise invalid_argument("INVALID_PAYLOAD", f"cannot decode {type_name}: {e}", f"{field_path}.typed") from e
+        if not unpacked:
             raise invalid_argument("INVALID_PAYLOAD", f"cannot unpack {type_name}", f"{field_path}.typed")
+        # Drop the packed copy: a large payload (a raster) would otherwise be held twice.
+        msg.ClearField("typed")
         return message
     if kind == "raw":
-        return RawPayload(media_type=msg.raw.media_type, data=msg.raw.data)
+        raw = RawPayload(media_type=msg.raw.media_type, data=msg.raw.data)
+        msg.ClearField("raw")
+        return raw
     raise invalid_argument("INVALID_PAYLOAD", "the request has no payload: set data.json, data.typed or data.raw", field_path)
 
 

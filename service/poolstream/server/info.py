@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 
 import google.protobuf
+from google.protobuf import duration_pb2
 import grpc
 import torch
 
@@ -59,6 +60,7 @@ def server_info(state: ServerState) -> pb.GetServerInfoResponse:
             max_payload_bytes=limits.max_payload_bytes,
             max_num_batched_tokens=engine_config.max_num_batched_tokens,
             max_num_seqs=engine_config.max_num_seqs,
+            plugin_timeout=_duration(limits.plugin_timeout_s),
         ),
         versions=pb.Versions(
             poolstream=poolstream.__version__,
@@ -68,3 +70,9 @@ def server_info(state: ServerState) -> pb.GetServerInfoResponse:
             protobuf=google.protobuf.__version__,
         ),
     )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(max(seconds, 0) * 1e9))
+    return d

@@ -26,6 +26,7 @@ from poolstream.server.metrics import ServerMetrics
 from poolstream.server.observability import (
     CURRENT_CALL,
     CallContext,
+    end_span,
     metadata_value,
     new_request_id,
     otel_server_span,
@@ -128,6 +129,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _end(self, call: CallContext, context, exc: BaseException | None) -> None:
         code = _final_code(context, exc)
         duration = time.monotonic() - call.start
+        end_span(call.span, code, call.reason)
         if self.metrics is not None:
             self.metrics.in_flight.labels(call.method).dec()
             self.metrics.observe_call(call.method, code, duration, call.reason)
@@ -144,7 +146,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
     def _enter_span(self, call: CallContext, metadata):
         span_cm = otel_server_span(call.method, metadata)
-        span = span_cm.__enter__()
+        span = call.span = span_cm.__enter__()
         ids = span_ids_of(span)
         if ids is not None and call.trace is not None:
             # Logs show the caller's trace id and this server span's id.
@@ -167,8 +169,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 exc = e
                 raise
             finally:
-                span_cm.__exit__(None, None, None)
                 self._end(call, context, exc)
+                span_cm.__exit__(None, None, None)
                 _reset(token)
 
         return unary
@@ -198,8 +200,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 exc = e
                 raise
             finally:
-                span_cm.__exit__(None, None, None)
                 self._end(call, context, exc)
+                span_cm.__exit__(None, None, None)
                 _reset(token)
 
         return stream

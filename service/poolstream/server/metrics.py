@@ -64,6 +64,11 @@ class ServerMetrics:
     def __init__(self, engine_getter: Callable[[], Any] | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._engine_getter = engine_getter
+        if engine_getter is not None:
+            # First, so that each scrape samples the engine's recent batches before the
+            # histograms below are collected.
+            r.register(_EngineCollector(engine_getter, self.sample_batches))
         self.requests = Counter("poolstream_requests", "Finished RPCs by method and status code",
                                 ["method", "code"], registry=r)
         self.errors = Counter("poolstream_request_errors", "Failed RPCs by method, code and ErrorInfo reason",
@@ -90,9 +95,6 @@ class ServerMetrics:
                                            buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("poolstream_batch_size", "Prompts per engine batch",
                                     buckets=_BATCH_BUCKETS, registry=r)
-        self._engine_getter = engine_getter
-        if engine_getter is not None:
-            r.register(_EngineCollector(engine_getter, self.sample_batches))
         self._http = None
         self.port = 0
         self._last_batch = 0  # index of the last engine batch recorded

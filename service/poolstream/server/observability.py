@@ -95,6 +95,8 @@ class CallContext:
     reason: str = ""
     # Per-call plugin/engine timing (filled by the servicer and the engine wrapper).
     marks: dict[str, Any] = field(default_factory=dict)
+    # The OpenTelemetry server span (otel extra only).
+    span: Any = None
 
     @property
     def trace_id(self) -> str:
@@ -142,6 +144,20 @@ def otel_server_span(method: str, metadata: Iterable[Any] | None) -> Iterator[An
         method, context=ctx, kind=_otel_trace.SpanKind.SERVER, attributes={"rpc.system": "grpc", "rpc.method": method}
     ) as span:
         yield span
+
+
+def end_span(span: Any, code: str, reason: str) -> None:
+    """Record the gRPC status on the call's span (semantic conventions: rpc.grpc.status_code)."""
+    if span is None or not HAVE_OTEL or not span.is_recording():
+        return
+    import grpc
+
+    value = next((c.value[0] for c in grpc.StatusCode if c.name == code), 2)
+    span.set_attribute("rpc.grpc.status_code", value)
+    if reason:
+        span.set_attribute("poolstream.error_reason", reason)
+    if code != "OK":
+        span.set_status(_otel_trace.Status(_otel_trace.StatusCode.ERROR, f"{code} {reason}".strip()))
 
 
 def span_ids_of(span: Any) -> tuple[str, str] | None:

@@ -49,7 +49,9 @@ def server_options(limits: LimitsConfig, transport: TransportConfig) -> list[tup
         ("grpc.keepalive_timeout_ms", _ms(transport.keepalive_timeout_s)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", _ms(transport.keepalive_min_client_interval_s)),
-        ("grpc.http2.min_ping_interval_without_data_ms", _ms(transport.keepalive_min_client_interval_s)),
+        # Keep pinging idle connections (gRPC stops after 2 pings without data by default), so a
+        # vanished client is noticed within keepalive_time + keepalive_timeout.
+        ("grpc.http2.max_pings_without_data", 0),
     ]
     if transport.max_connection_age_s > 0:
         options.append(("grpc.max_connection_age_ms", _ms(transport.max_connection_age_s)))

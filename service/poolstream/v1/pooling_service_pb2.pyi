@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
 from poolstream.v1 import payload_pb2 as _payload_pb2
@@ -193,7 +194,7 @@ class PluginInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[PluginSource, str]] = ..., class_name: _Optional[str] = ..., available: _Optional[_Iterable[str]] = ..., input_types: _Optional[_Iterable[str]] = ..., output_types: _Optional[_Iterable[str]] = ..., input_media_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_receive_message_bytes", "max_send_message_bytes", "max_prompts_per_request", "max_queued_prompts", "max_concurrent_calls", "max_payload_bytes", "max_num_batched_tokens", "max_num_seqs")
+    __slots__ = ("max_receive_message_bytes", "max_send_message_bytes", "max_prompts_per_request", "max_queued_prompts", "max_concurrent_calls", "max_payload_bytes", "max_num_batched_tokens", "max_num_seqs", "plugin_timeout")
     MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEND_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +203,7 @@ class Limits(_message.Message):
     MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     max_receive_message_bytes: int
     max_send_message_bytes: int
     max_prompts_per_request: int
@@ -210,7 +212,8 @@ class Limits(_message.Message):
     max_payload_bytes: int
     max_num_batched_tokens: int
     max_num_seqs: int
-    def __init__(self, max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_prompts_per_request: _Optional[int] = ..., max_queued_prompts: _Optional[int] = ..., max_concurrent_calls: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ...) -> None: ...
+    plugin_timeout: _duration_pb2.Duration
+    def __init__(self, max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_prompts_per_request: _Optional[int] = ..., max_queued_prompts: _Optional[int] = ..., max_concurrent_calls: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., plugin_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Versions(_message.Message):
     __slots__ = ("poolstream", "python", "torch", "grpcio", "protobuf")

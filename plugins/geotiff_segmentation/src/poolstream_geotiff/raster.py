@@ -148,7 +148,7 @@ def read_header(tif: tifffile.TiffFile, file_size: int, max_pixels: int) -> Rast
             f"unsupported sample type ({page.bitspersample}-bit, sampleformat {int(page.sampleformat)}); "
             "use 8/16/32-bit integers or 32/64-bit floats"
         )
-    if page.compression != 1 and not page.compression in tifffile.TIFF.DECOMPRESSORS:
+    if page.compression != 1 and page.compression not in tifffile.TIFF.DECOMPRESSORS:
         raise RasterError(f"unsupported TIFF compression {page.compression!r}")
     segment_bytes = int(np.prod(page.chunks)) * np.dtype(dtype).itemsize
     if segment_bytes > MAX_SEGMENT_BYTES:

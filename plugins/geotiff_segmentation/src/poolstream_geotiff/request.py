@@ -165,7 +165,8 @@ def _from_dict(data: dict[str, Any]) -> SegmentationJob:
         data, raw_bytes = _from_vllm_dict(data)
     unknown = sorted(set(data) - _JSON_KEYS)
     if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; accepted: {sorted(f.name for f in pb.GeoTiffSegmentationRequest.DESCRIPTOR.fields)}")
+        accepted = sorted(f.name for f in pb.GeoTiffSegmentationRequest.DESCRIPTOR.fields)
+        raise ValueError(f"unknown field(s) {unknown}; accepted: {accepted}")
     geotiff = data.pop("geotiff", None)
     if isinstance(geotiff, (bytes, bytearray, memoryview)):
         raw_bytes = bytes(geotiff)

@@ -105,7 +105,9 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``a`` moved by (dy, dx) pixels, zero-filled (no wrap-around)."""
     out = np.zeros_like(a)
     h, w = a.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = a[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    dst = (slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0)))
+    src = (slice(max(-dy, 0), h - max(dy, 0)), slice(max(-dx, 0), w - max(dx, 0)))
+    out[dst] = a[src]
     return out
 
 

@@ -15,6 +15,7 @@ post-processing receives its first chunk.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.interface import IOProcessor
 
 ON_FIRST_CHUNK: Callable[[str | None, int], None] | None = None
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class EchoProcessor(IOProcessor[EchoInput, dict]):
                          float(data.get("hang_post_s", 0)), float(data.get("hang_pre_s", 0)))
 
     def pre_process(self, prompt: EchoInput, request_id: str | None = None, **kwargs: Any):
+        # Runs in a worker thread: the fault suite checks the call's log context reaches it.
+        logger.debug("echo pre_process %s", request_id)
         if prompt.fail == "pre":
             raise TypeError("asked to fail in pre_process")
         if prompt.fail == "pre_internal":

@@ -20,6 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration";
 import { Timestamp } from "../../google/protobuf/timestamp";
 import { Status } from "../../google/rpc/status";
 import { PluginPayload } from "./payload";
@@ -343,6 +344,11 @@ export interface Limits {
   maxNumBatchedTokens: number;
   /** Most prompts in one engine batch. */
   maxNumSeqs: number;
+  /**
+   * How long a plugin hook may hold a request up without progress before the
+   * call ends with DEADLINE_EXCEEDED (reason PLUGIN_TIMEOUT); zero: no limit.
+   */
+  pluginTimeout: Duration | undefined;
 }
 
 /** Versions lists the server's software versions. */
@@ -2029,6 +2035,7 @@ function createBaseLimits(): Limits {
     maxPayloadBytes: 0,
     maxNumBatchedTokens: 0,
     maxNumSeqs: 0,
+    pluginTimeout: undefined,
   };
 }
 
@@ -2057,6 +2064,9 @@ export const Limits: MessageFns<Limits> = {
     }
     if (message.maxNumSeqs !== 0) {
       writer.uint32(64).uint32(message.maxNumSeqs);
+    }
+    if (message.pluginTimeout !== undefined) {
+      Duration.encode(message.pluginTimeout, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -2138,6 +2148,14 @@ export const Limits: MessageFns<Limits> = {
             message.maxNumSeqs = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.pluginTimeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2192,6 +2210,11 @@ export const Limits: MessageFns<Limits> = {
         : isSet(object.max_num_seqs)
         ? globalThis.Number(object.max_num_seqs)
         : 0,
+      pluginTimeout: isSet(object.pluginTimeout)
+        ? Duration.fromJSON(object.pluginTimeout)
+        : isSet(object.plugin_timeout)
+        ? Duration.fromJSON(object.plugin_timeout)
+        : undefined,
     };
   },
 
@@ -2221,6 +2244,9 @@ export const Limits: MessageFns<Limits> = {
     if (message.maxNumSeqs !== 0) {
       obj.maxNumSeqs = Math.round(message.maxNumSeqs);
     }
+    if (message.pluginTimeout !== undefined) {
+      obj.pluginTimeout = Duration.toJSON(message.pluginTimeout);
+    }
     return obj;
   },
 
@@ -2237,6 +2263,9 @@ export const Limits: MessageFns<Limits> = {
     message.maxPayloadBytes = object.maxPayloadBytes ?? 0;
     message.maxNumBatchedTokens = object.maxNumBatchedTokens ?? 0;
     message.maxNumSeqs = object.maxNumSeqs ?? 0;
+    message.pluginTimeout = (object.pluginTimeout !== undefined && object.pluginTimeout !== null)
+      ? Duration.fromPartial(object.pluginTimeout)
+      : undefined;
     return message;
   },
 };

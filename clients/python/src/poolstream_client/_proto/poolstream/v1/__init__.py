@@ -382,6 +382,14 @@ class Limits(betterproto2.Message):
     Most prompts in one engine batch.
     """
 
+    plugin_timeout: "datetime.timedelta | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
+    )
+    """
+    How long a plugin hook may hold a request up without progress before the
+    call ends with DEADLINE_EXCEEDED (reason PLUGIN_TIMEOUT); zero: no limit.
+    """
+
 
 default_message_pool.register_message("poolstream.v1", "Limits", Limits)
 
@@ -466,9 +474,7 @@ class MultiModalPrompt(betterproto2.Message):
     """
 
     multi_modal_data: "dict[str, Tensor]" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_MESSAGE),
+        2, betterproto2.TYPE_MAP, map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_MESSAGE)
     )
     """
     Named input tensors, e.g. "pixel_values" (channels, height, width).
@@ -489,9 +495,7 @@ class PluginInfo(betterproto2.Message):
     Entry-point name of the active plugin; empty when none is active.
     """
 
-    source: "PluginSource" = betterproto2.field(
-        2, betterproto2.TYPE_ENUM, default_factory=lambda: PluginSource(0)
-    )
+    source: "PluginSource" = betterproto2.field(2, betterproto2.TYPE_ENUM, default_factory=lambda: PluginSource(0))
     """
     Where the name came from.
     """
@@ -809,9 +813,7 @@ class ProcessStreamRequest(betterproto2.Message):
     As in ProcessRequest.
     """
 
-    detail: "StreamDetail" = betterproto2.field(
-        5, betterproto2.TYPE_ENUM, default_factory=lambda: StreamDetail(0)
-    )
+    detail: "StreamDetail" = betterproto2.field(5, betterproto2.TYPE_ENUM, default_factory=lambda: StreamDetail(0))
     """
     What to stream before the result.
     """
@@ -830,23 +832,17 @@ class ProcessStreamResponse(betterproto2.Message):
         - event: The event; exactly one is set.
     """
 
-    chunk: "ProcessChunk | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True, group="event"
-    )
+    chunk: "ProcessChunk | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True, group="event")
     """
     A prompt's pooled output, in completion order.
     """
 
-    progress: "ProcessProgress | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True, group="event"
-    )
+    progress: "ProcessProgress | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True, group="event")
     """
     Progress counts (STREAM_DETAIL_PROGRESS).
     """
 
-    result: "ProcessResponse | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True, group="event"
-    )
+    result: "ProcessResponse | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True, group="event")
     """
     The plugin's final output; the stream ends after it.
     """
@@ -870,9 +866,7 @@ class Prompt(betterproto2.Message):
     Text, tokenized by the server with the model's tokenizer.
     """
 
-    token_ids: "TokenIds | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True, group="input"
-    )
+    token_ids: "TokenIds | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True, group="input")
     """
     Pre-tokenized input, used as is (special tokens included).
     """

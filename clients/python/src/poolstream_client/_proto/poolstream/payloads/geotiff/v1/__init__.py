@@ -3,13 +3,7 @@
 # plugin: python-betterproto2
 # This file has been @generated
 
-__all__ = (
-    "ClassSummary",
-    "Compression",
-    "GeoTiffSegmentationRequest",
-    "GeoTiffSegmentationResponse",
-    "OutputFormat",
-)
+__all__ = ("ClassSummary", "Compression", "GeoTiffSegmentationRequest", "GeoTiffSegmentationResponse", "OutputFormat")
 
 from dataclasses import dataclass
 
@@ -207,9 +201,7 @@ class GeoTiffSegmentationRequest(betterproto2.Message):
     probable class.
     """
 
-    compression: "Compression" = betterproto2.field(
-        9, betterproto2.TYPE_ENUM, default_factory=lambda: Compression(0)
-    )
+    compression: "Compression" = betterproto2.field(9, betterproto2.TYPE_ENUM, default_factory=lambda: Compression(0))
     """
     Compression of an output GeoTIFF; ignored for PNG.
     """
