@@ -150,10 +150,10 @@ class Server:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model directory (default: the embedded all-MiniLM-L6-v2)")
-    ap.add_argument("--n", type=int, default=512, help="sentences per throughput run")
+    ap.add_argument("--n", type=int, default=256, help="sentences per throughput run")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--batch-concurrency", type=int, default=4, help="concurrent 32-sentence gRPC calls")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--latency-n", type=int, default=200, help="sequential single-sentence calls per path")
     ap.add_argument("--threads", type=int, default=0, help="torch threads everywhere (0: torch's default)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
@@ -256,11 +256,11 @@ def render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_rea
         vals = [r[field] for r in runs[key] if field in r]
         return statistics.median(vals) if vals else None
 
-    a, ref = med("a"), med("ref")
     lines = [
         f"## poolstream text benchmark ({device}, {str(dtype).removeprefix('torch.')})",
         "",
-        f"- {args.n} sentences (5-40 words), {args.rounds} interleaved rounds, medians; "
+        f"- {args.n} sentences (5-40 words) per run, {args.rounds} interleaved rounds; throughput and "
+        "latency are medians over rounds, ratios the median of per-round ratios; "
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads "
         f"{args.threads or torch.get_num_threads()}, Python {platform.python_version()}",
         f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
@@ -270,13 +270,19 @@ def render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_rea
         "|---|---:|---:|---:|---:|---:|",
     ]
 
+    def ratio(key: str, base: str) -> str:
+        # Median of per-round ratios: each round's paths ran back to back, so a ratio
+        # within a round cancels most of the background-load drift between rounds.
+        pairs = [x["throughput"] / y["throughput"] for x, y in zip(runs[key], runs[base])]
+        return f"{statistics.median(pairs):.2f}" if pairs else ""
+
     def row(name: str, key: str) -> None:
         thr = med(key)
         if thr is None:
             return
         p50, p99 = med(key, "p50_ms"), med(key, "p99_ms")
         cells = [f"{thr:,.0f}", "" if p50 is None else f"{p50:.1f}", "" if p99 is None else f"{p99:.1f}",
-                 f"{thr / a:.2f}" if a else "", f"{thr / ref:.2f}" if ref else ""]
+                 ratio(key, "a"), ratio(key, "ref")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     row("(ref) sentence-transformers encode(batch_size=32)", "ref")

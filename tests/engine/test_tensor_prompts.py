@@ -70,3 +70,29 @@ async def test_tensor_prompts_grouped_by_shape(tensor_engine):
 async def test_bad_tensor_prompts(tensor_engine, prompt, match):
     with pytest.raises(InvalidPromptError, match=match):
         await first(tensor_engine.encode(prompt, None, "bad"))
+
+
+async def test_model_failure_fails_only_its_batch(tensor_engine):
+    from poolstream.engine import EngineError
+
+    bad = {"multi_modal_data": {"pixel_values": image(8, tiny.FAILING_WIDTH, 1)}}
+    good = {"multi_modal_data": {"pixel_values": image(8, 8, 2)}}
+    results = await asyncio.gather(first(tensor_engine.encode(bad, None, "bad")),
+                                   first(tensor_engine.encode(good, None, "good")), return_exceptions=True)
+    assert isinstance(results[0], EngineError) and "model failed" in str(results[0])
+    assert results[1].outputs.data.shape == (tiny.CLASSES, 8, 8)
+    assert tensor_engine.stats.prompts_failed == 1 and tensor_engine.is_running
+
+
+async def test_core_crash_fails_pending_requests(tensor_engine, monkeypatch):
+    from poolstream.engine import EngineDeadError
+
+    def crash() -> list:
+        raise RuntimeError("scheduler bug")
+
+    monkeypatch.setattr(tensor_engine._core.scheduler, "schedule", crash)
+    with pytest.raises(EngineDeadError, match="scheduler bug"):
+        await first(tensor_engine.encode({"multi_modal_data": {"pixel_values": image(8, 8, 3)}}, None, "x"))
+    assert not tensor_engine.is_running
+    with pytest.raises(EngineDeadError):
+        await first(tensor_engine.encode({"multi_modal_data": {"pixel_values": image(8, 8, 4)}}, None, "y"))

@@ -18,6 +18,7 @@ from poolstream.models.base import ModelSpec, PoolingModel
 
 ARCH = "TinyConvSegmenterForTests"
 CHANNELS, CLASSES = 3, 2
+FAILING_WIDTH = 13  # forward raises for such inputs: a model failure mid-batch
 
 
 class TinyConvSegmenter(PoolingModel):
@@ -53,6 +54,8 @@ class TinyConvSegmenter(PoolingModel):
     def forward_tensors(self, **inputs: torch.Tensor) -> torch.Tensor:
         x = inputs["pixel_values"]
         self.batch_sizes.append(x.shape[0])
+        if x.shape[-1] == FAILING_WIDTH:
+            raise RuntimeError("this test model fails on purpose for width 13")
         return self.conv(x)
 
 

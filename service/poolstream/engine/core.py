@@ -67,6 +67,7 @@ class EngineCore:
         self.thread: threading.Thread | None = None
         self.dead: EngineDeadError | None = None  # set (under the lock) when the thread ends
         self._stopping = False
+        self._running: set[EngineRequest] = set()  # in batches not yet completed (core thread only)
 
     # ---- called from the event loop -------------------------------------
 
@@ -92,7 +93,7 @@ class EngineCore:
                 self._run()
         except BaseException as e:  # noqa: BLE001 - the engine must report any death
             logger.exception("engine core died")
-            death: BaseException = EngineDeadError(f"engine died: {e!r}")
+            death = EngineDeadError(f"engine died: {e!r}")
         else:
             death = EngineDeadError("engine was shut down")
         # Under the lock: admission checks `dead` and enqueues under the same lock, so
@@ -139,7 +140,11 @@ class EngineCore:
             pass
         if not new:
             return
-        failed = self.processor.process(new)
+        try:
+            failed = self.processor.process(new)
+        except Exception as e:  # noqa: BLE001 - e.g. a tokenizer error: fail these prompts, keep running
+            logger.exception("processing %d prompts failed", len(new))
+            failed = [(req, EngineError(f"prompt processing failed: {e}")) for req in new]
         with self.lock:
             for req, exc in failed:
                 if req.status is _WAITING:
@@ -163,6 +168,7 @@ class EngineCore:
             batch = self.scheduler.schedule()
             for req in batch:
                 req.status = _RUNNING
+            self._running.update(batch)
             self.stats.queued_prompts -= len(batch)
             self.stats.running_prompts += len(batch)
         return batch
@@ -197,6 +203,7 @@ class EngineCore:
             for req in batch:
                 req.status = RequestStatus.FINISHED
             self.stats.running_prompts -= len(batch)
+            self._running.difference_update(batch)
             self.stats.record_batch(tuple(r.request_id for r in batch), tokens, padded,
                                     handle.started, done)
 
@@ -206,10 +213,12 @@ class EngineCore:
                 req.status = RequestStatus.FAILED
             self.stats.running_prompts -= len(batch)
             self.stats.prompts_failed += len(batch)
+            self._running.difference_update(batch)
         finished.extend((req, exc) for req in batch)
 
     def _fail_all_waiting(self) -> None:
-        """After the loop ends: everything still queued fails with EngineDeadError."""
+        """After the loop ends: everything queued (or running, after a crash) fails with
+        EngineDeadError, so no encode() waits forever."""
         exc = self.dead
         finished: Finished = []
         leftovers = []
@@ -226,6 +235,11 @@ class EngineCore:
                     req.status = RequestStatus.FAILED
                     self.stats.queued_prompts -= 1
                     finished.append((req, exc))
+            for req in self._running:
+                req.status = RequestStatus.FAILED
+                finished.append((req, exc))
+            self.stats.running_prompts -= len(self._running)
+            self._running.clear()
         try:
             self.deliver(finished)
         except RuntimeError:  # the event loop is already closed

@@ -120,7 +120,9 @@ def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data")
         raw = RawPayload(media_type=msg.raw.media_type, data=msg.raw.data)
         msg.ClearField("raw")
         return raw
-    raise invalid_argument("INVALID_PAYLOAD", "the request has no payload: set data.json, data.typed or data.raw", field_path)
+    raise invalid_argument(
+        "INVALID_PAYLOAD", "the request has no payload: set data.json, data.typed or data.raw", field_path
+    )
 
 
 def payload_to_proto(data: Any) -> payload_pb2.PluginPayload:

@@ -148,8 +148,8 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         try:
             prompt = convert.prompt_from_proto(request.prompts[index], f"prompts[{index}]")
             out = None
-            async for out in engine.encode(prompt, params, f"{request_id}-{index}", request.priority, deadline):
-                pass
+            async for result in engine.encode(prompt, params, f"{request_id}-{index}", request.priority, deadline):
+                out = result
             if out is None:
                 raise ServiceError(grpc.StatusCode.INTERNAL, "MODEL_FAILED", "the engine returned no output")
             return pb.EncodeResponse(index=index, output=convert.output_to_proto(out, params))

@@ -119,7 +119,7 @@ def _read_payload(args: argparse.Namespace) -> v1.PluginPayload:
         raise SystemExit(
             f"poolstream-client: {args.plugin_input} is not JSON ({e}); "
             "pass --media-type to send it as raw bytes"
-        )
+        ) from e
     if not isinstance(document, dict):
         raise SystemExit("poolstream-client: the plugin input must be a JSON object")
     return payloads.from_document(document, args.type)
