@@ -56,6 +56,11 @@ serve: setup ## Run the server on the embedded default model (all-MiniLM-L6-v2) 
 	$(BIN)/poolstream serve --host 127.0.0.1 --port 50051
 .PHONY: serve
 
+bench: setup ## Text benchmark (ST reference, direct forward, engine, gRPC) and health latency under load
+	$(PY) bench/bench_text.py --save
+	$(PY) bench/bench_health.py
+.PHONY: bench
+
 test: setup client-setup lint breaking ## Set up everything and run every test
 	$(BIN)/pytest -q
 .PHONY: test

@@ -119,8 +119,8 @@ class Server:
         cmd = [str(Path(sys.executable).parent / "poolstream"), "serve", "--model", model, "--host", "127.0.0.1",
                "--port", "0", "--port-file", str(port_file), "--device", args.device, "--dtype", args.dtype,
                "--no-access-log"]
-        if args.threads > 0:
-            cmd += ["--num-threads", str(args.threads)]
+        if (args.server_threads or args.threads) > 0:
+            cmd += ["--num-threads", str(args.server_threads or args.threads)]
         self.log = open(self.tmp / "server.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--latency-n", type=int, default=200, help="sequential single-sentence calls per path")
     ap.add_argument("--threads", type=int, default=0, help="torch threads everywhere (0: torch's default)")
+    ap.add_argument("--server-threads", type=int, default=0,
+                    help="torch threads of the engine in (b) and the server in (c) only (0: as --threads)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     ap.add_argument("--no-grpc", action="store_true")
@@ -182,7 +184,8 @@ def main() -> None:
             st.bfloat16()
     direct = Direct(model, device, dtype)
     cfg = PoolstreamConfig(ModelConfig.from_dir(model), EngineConfig(device=args.device, dtype=args.dtype,
-                                                                     num_threads=max(0, args.threads)))
+                                                                     num_threads=max(0, args.server_threads
+                                                                                     or args.threads)))
     engine = AsyncEngine.from_config(cfg)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(engine.start())
@@ -262,7 +265,8 @@ def render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_rea
         f"- {args.n} sentences (5-40 words) per run, {args.rounds} interleaved rounds; throughput and "
         "latency are medians over rounds, ratios the median of per-round ratios; "
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads "
-        f"{args.threads or torch.get_num_threads()}, Python {platform.python_version()}",
+        f"{args.threads or torch.get_num_threads()} (engine/server: {args.server_threads or 'same'}), "
+        f"Python {platform.python_version()}",
         f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
         "(a shared machine makes every figure noisy; compare ratios within this run)",
         "",

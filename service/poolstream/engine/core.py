@@ -125,6 +125,9 @@ class EngineCore:
                     pending = handle
             if finished:
                 self.deliver(finished)
+            # Drop this iteration's references before blocking on the next input:
+            # a batch's tensors may be views of a large shared buffer (a raster).
+            batch = handle = finished = None  # type: ignore[assignment]
 
     def _ingest(self, block: bool, finished: Finished) -> None:
         new: list[EngineRequest] = []
