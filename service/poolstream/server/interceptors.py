@@ -85,25 +85,36 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: ServerMetrics | None = None, access_log: bool = True):
         self.metrics = metrics
         self.access_log = access_log
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler  # unknown method (UNIMPLEMENTED), or reflection's bidi stream
+        # Wrapped handlers are built once per (method, handler) and reused: the
+        # per-call data (metadata) is read from the call's context instead.
         method = handler_call_details.method
-        metadata = tuple(handler_call_details.invocation_metadata or ())
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap_handler(handler, method)
+        if len(self._wrapped) < 256:  # bounded: one entry per method of this server
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(self, handler, method: str):
         deserializer = handler.request_deserializer
         if deserializer is not None:
             deserializer = _safe_deserializer(deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, metadata),
+                self._wrap_unary(handler.unary_unary, method),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, metadata),
+                self._wrap_stream(handler.unary_stream, method),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -155,8 +166,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             call.trace = TraceContext(ids[0], ids[1], call.trace.flags, call.trace.version)
         return span_cm
 
-    def _wrap_unary(self, behavior, method, metadata):
+    def _wrap_unary(self, behavior, method):
         async def unary(request, context):
+            metadata = tuple(context.invocation_metadata() or ())
             call = self._begin(method, metadata, request, context)
             token = CURRENT_CALL.set(call)
             span_cm = self._enter_span(call, metadata)
@@ -175,10 +187,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
         return unary
 
-    def _wrap_stream(self, behavior, method, metadata):
+    def _wrap_stream(self, behavior, method):
         is_gen = inspect.isasyncgenfunction(behavior)
 
         async def stream(request, context):
+            metadata = tuple(context.invocation_metadata() or ())
             call = self._begin(method, metadata, request, context)
             token = CURRENT_CALL.set(call)
             span_cm = self._enter_span(call, metadata)
