@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from poolstream.engine.errors import (
@@ -127,8 +127,3 @@ async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if call is not None:  # for the access log and the errors metric
         call.reason = error.reason
     await context.abort_with_status(rpc_status.to_status(to_status_proto(error)))
-
-
-# Codes as google.rpc.Code values, for in-stream errors (EncodeResponse.error).
-CODE_VALUES = {c.value[0]: c for c in grpc.StatusCode}
-assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]

@@ -28,7 +28,7 @@ from poolstream.server.observability import (
     CallContext,
     end_span,
     metadata_value,
-    new_request_id,
+    choose_request_id,
     otel_server_span,
     parse_traceparent,
     span_ids_of,
@@ -124,11 +124,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _begin(self, method: str, metadata, request: Any, context) -> CallContext:
         call = CallContext(method=method, trace=parse_traceparent(metadata_value(metadata, "traceparent")))
         client_id = getattr(request, "request_id", "") if not isinstance(request, _Malformed) else ""
-        if client_id:
-            call.request_id = client_id
-        else:
-            header = metadata_value(metadata, "x-request-id")
-            call.request_id = f"pool-{header}" if header else new_request_id()
+        call.request_id = choose_request_id(client_id, metadata)
         try:
             call.peer = context.peer() or ""
         except Exception:  # noqa: BLE001  the peer is only for the access log

@@ -118,6 +118,14 @@ def new_request_id() -> str:
     return f"pool-{uuid.uuid4().hex}"
 
 
+def choose_request_id(client_id: str, metadata: Iterable[Any] | None) -> str:
+    """The request id: the client's field, else ``pool-<x-request-id>``, else ``pool-<uuid4 hex>``."""
+    if client_id:
+        return client_id
+    header = metadata_value(metadata, "x-request-id")
+    return f"pool-{header}" if header else new_request_id()
+
+
 def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
     """The first value of ``key`` in gRPC metadata (tuples or ``_Metadatum``)."""
     for item in metadata or ():

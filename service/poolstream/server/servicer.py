@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -25,7 +24,7 @@ from poolstream.server.errors import (
     with_field,
 )
 from poolstream.server.info import server_info
-from poolstream.server.observability import current_call
+from poolstream.server.observability import choose_request_id, current_call
 from poolstream.server.state import ServerState
 from poolstream.server.watchdog import run_plugin_guarded
 from poolstream.v1 import pooling_service_pb2 as pb
@@ -257,15 +256,10 @@ def _params_or_none(request):
 
 
 def _request_id(client_id: str, context: grpc.aio.ServicerContext) -> str:
-    if client_id:
-        return client_id
     call = current_call()  # the interceptor already chose one (and logs carry it)
     if call is not None and call.request_id:
         return call.request_id
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and value:
-            return f"pool-{value}"
-    return f"pool-{uuid.uuid4().hex}"
+    return choose_request_id(client_id, context.invocation_metadata())
 
 
 def _process_response(result: PipelineResult) -> pb.ProcessResponse:
