@@ -6,10 +6,15 @@
 - (ref) sentence-transformers ``encode(batch_size=32)`` in-process;
 - (a)   our ``BertEmbeddingModel`` called directly: batches of 32 sorted by
         length (tokenize + forward + normalise), the ceiling for (b) and (c);
-- (b)   ``AsyncEngine`` in-process, ``--concurrency`` concurrent single-text requests;
+- (b)   ``AsyncEngine`` in-process, ``--concurrency`` concurrent single-text
+        requests, in its own process (``bench/engine_worker.py``: two torch
+        thread pools in one process slow each other, see engine/cpu_threads.py);
 - (c)   ``poolstream serve`` in a subprocess, driven by ``bench/grpc_load.py`` in
         another process: single-text calls at ``--concurrency``, and
         32-sentence calls at ``--batch-concurrency``.
+
+(ref) and (a) run on this process's main thread, one after the other; (b) and
+(c) sit idle (no CPU) while the others run.
 
 Then single-request latency: one sentence via a direct forward, via the
 engine, and via gRPC (sequential calls); the gRPC overhead is the p50
@@ -21,7 +26,6 @@ Markdown goes to stdout and, with ``--save``, to bench/results/.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -39,17 +43,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from sentences import sentences  # noqa: E402
 
-from poolstream.config import EngineConfig, ModelConfig, PoolstreamConfig, default_model_path  # noqa: E402
-from poolstream.engine import AsyncEngine  # noqa: E402
+from poolstream.config import default_model_path  # noqa: E402
 from poolstream.engine.processor import load_tokenizer  # noqa: E402
 from poolstream.engine.runner import resolve_device, resolve_dtype  # noqa: E402
 from poolstream.models.model_dir import read_model_dir  # noqa: E402
 from poolstream.models.registry import resolve_model_class  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 class Direct:
@@ -88,26 +86,34 @@ class Direct:
         return time.perf_counter() - t0
 
 
-async def engine_load(engine: AsyncEngine, texts: list[str], concurrency: int, tag: str) -> dict:
-    """(b): ``concurrency`` clients, each sending one text at a time."""
-    queue = list(reversed(range(len(texts))))
-    lat: list[float] = []
+class EngineWorker:
+    """(b): ``bench/engine_worker.py`` in a subprocess, driven over stdin/stdout."""
 
-    async def client() -> None:
-        while queue:
-            i = queue.pop()
-            t = time.perf_counter()
-            async for _ in engine.encode(texts[i], None, f"{tag}-{i}"):
-                pass
-            lat.append(time.perf_counter() - t)
+    def __init__(self, model: str, args: argparse.Namespace):
+        cmd = [sys.executable, str(HERE / "engine_worker.py"), "--model", model, "--device", args.device,
+               "--dtype", args.dtype, "--num-threads", str(args.server_threads or args.threads)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not ready:
+            raise RuntimeError(f"engine worker exited with {self.proc.wait()}")
 
-    b0, p0 = engine.stats.batches_executed, engine.stats.prompts_executed
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    dt = time.perf_counter() - t0
-    st = engine.stats
-    return {"throughput": len(texts) / dt, "p50_ms": 1e3 * statistics.median(lat), "p99_ms": 1e3 * pct(lat, 0.99),
-            "avg_batch": (st.prompts_executed - p0) / max(1, st.batches_executed - b0)}
+    def ask(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
+
+    def load(self, n: int, concurrency: int, tag: str) -> dict:
+        return self.ask(op="load", n=n, concurrency=concurrency, seed=0, tag=tag)
+
+    def latencies(self, n: int, seed: int, tag: str) -> list[float]:
+        return [x / 1e3 for x in self.ask(op="latency", n=n, seed=seed, tag=tag)["latencies_ms"]]
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 class Server:
@@ -150,10 +156,10 @@ class Server:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model directory (default: the embedded all-MiniLM-L6-v2)")
-    ap.add_argument("--n", type=int, default=256, help="sentences per throughput run")
+    ap.add_argument("--n", type=int, default=512, help="sentences per throughput run")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--batch-concurrency", type=int, default=4, help="concurrent 32-sentence gRPC calls")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--latency-n", type=int, default=200, help="sequential single-sentence calls per path")
     ap.add_argument("--threads", type=int, default=0, help="torch threads everywhere (0: torch's default)")
     ap.add_argument("--server-threads", type=int, default=0,
@@ -183,12 +189,7 @@ def main() -> None:
         elif dtype == torch.bfloat16:
             st.bfloat16()
     direct = Direct(model, device, dtype)
-    cfg = PoolstreamConfig(ModelConfig.from_dir(model), EngineConfig(device=args.device, dtype=args.dtype,
-                                                                     num_threads=max(0, args.server_threads
-                                                                                     or args.threads)))
-    engine = AsyncEngine.from_config(cfg)
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(engine.start())
+    engine = EngineWorker(model, args)
     server, skip_reason = None, ""
     if not args.no_grpc:
         try:
@@ -206,7 +207,7 @@ def main() -> None:
     if st:
         st.encode(texts[:64], batch_size=32)
     direct.encode(texts[:64])
-    loop.run_until_complete(engine_load(engine, texts[:64], args.concurrency, "warm"))
+    engine.load(64, args.concurrency, "warm")
     if server:
         server.load(128, args.concurrency, 1, seed=1)
 
@@ -220,7 +221,7 @@ def main() -> None:
         dt = direct.encode(texts)
         sync()
         runs["a"].append({"throughput": args.n / dt})
-        runs["b"].append(loop.run_until_complete(engine_load(engine, texts, args.concurrency, f"b{r}")))
+        runs["b"].append(engine.load(args.n, args.concurrency, f"b{r}"))
         if server:
             runs["c1"].append(server.load(args.n, args.concurrency, 1))
             runs["c32"].append(server.load(args.n, args.batch_concurrency, 32))
@@ -233,14 +234,12 @@ def main() -> None:
     for block in range(max(1, args.latency_n // 20)):
         one = sentences(20, seed=100 + block)
         lat_direct += [direct.one(t) for t in one]
-        lat_engine += [loop.run_until_complete(engine_load(engine, [t], 1, f"l{block}-{i}"))["p50_ms"] / 1e3
-                       for i, t in enumerate(one)]
+        lat_engine += engine.latencies(20, 100 + block, f"l{block}")
         if server:
             lat_grpc += [x / 1e3 for x in server.load(20, 1, 1, seed=100 + block)["latencies_ms"]]
     load_after = os.getloadavg()
 
-    loop.run_until_complete(engine.shutdown())
-    loop.close()
+    engine.close()
     if server:
         server.close()
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from poolstream.openmp_env import apply_openmp_defaults
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
 from poolstream.server.observability import configure_logging
 from poolstream.server.security import AUTH_TOKEN_ENV, load_tokens, tls_from_flags
@@ -27,7 +28,8 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d_engine.dtype,
                    help="auto: float16 on CUDA, float32 on CPU")
     g.add_argument("--num-threads", type=int, default=d_engine.num_threads,
-                   help="torch CPU threads (0: one per core)")
+                   help="torch intra-op threads of the engine (0: one per core, capped by the CPU "
+                   "affinity and a cgroup CPU quota); other threads use one")
     g.add_argument("--allowed-local-media-path", default=None,
                    help="directory under which plugins may read server-side files (default: none)")
     g.add_argument("--allow-url-fetch", action="store_true", help="let plugins fetch URLs (default: off)")
@@ -139,6 +141,7 @@ def transport_from_args(args: argparse.Namespace) -> TransportConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_openmp_defaults()  # before anything imports torch (poolstream/openmp_env.py)
     parser = argparse.ArgumentParser(prog="poolstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="serve a pooling model over gRPC")

@@ -78,7 +78,8 @@ class EngineConfig:
     max_num_batched_tokens: int = 16384
     max_num_seqs: int = 64
     max_queued_prompts: int = 4096
-    # torch intra-op threads on CPU; 0 = torch's default (one per core).
+    # torch intra-op threads of the engine core thread; 0 = one per core, capped by the
+    # affinity mask and a cgroup CPU quota (engine/cpu_threads.py).
     num_threads: int = 0
 
 

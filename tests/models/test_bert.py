@@ -160,3 +160,27 @@ def test_scripted_encoder_is_used_and_equals_eager():
     scripted = embed(model, path, TEXTS, False)
     model._scripted = None
     assert torch.equal(embed(model, path, TEXTS, False), scripted)
+
+
+def test_packed_execution_equals_padded():
+    """Mixed-length batches run packed (linears on real tokens only) with the padded layout's results."""
+    path = Path(default_model_path())
+    model = load(path)
+    d = read_model_dir(path)
+    tok = load_tokenizer(d.tokenizer_file)
+    tok.enable_truncation(d.max_model_len)
+    ids = [e.ids for e in tok.encode_batch(TEXTS)]
+    seq = max(map(len, ids))
+    inp = torch.zeros(len(ids), seq, dtype=torch.long)
+    mask = torch.zeros(len(ids), seq, dtype=torch.long)
+    for i, row in enumerate(ids):
+        inp[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    real = mask.bool()
+    assert not bool(real.all())  # the batch really is padded
+    with torch.inference_mode():
+        for encoder in (model._scripted, model.encoder):
+            packed = encoder(inp, mask, True)
+            padded = encoder(inp, mask, False)
+            assert (packed[real] - padded[real]).abs().max().item() <= TOL
+            assert not packed[~real].any()  # padding positions come back as zeros

@@ -30,6 +30,7 @@ import torch
 
 from poolstream.config import PoolstreamConfig
 from poolstream.engine.core import EngineCore, Finished
+from poolstream.engine.cpu_threads import default_engine_threads, run_in_fresh_thread, set_torch_threads
 from poolstream.engine.errors import (
     DeadlineExceededError,
     EngineDeadError,
@@ -89,7 +90,7 @@ def _padding_policy(device_type: str) -> dict[str, float]:
 
 class AsyncEngine:
     def __init__(self, config: PoolstreamConfig, runner: ModelRunner, processor: InputProcessor,
-                 model_info: ModelInfo):
+                 model_info: ModelInfo, num_threads: int = 0):
         self.config = config
         ecfg = config.engine_config
         self._model_info = model_info
@@ -99,7 +100,7 @@ class AsyncEngine:
         scheduler = Scheduler(ecfg.max_num_batched_tokens, ecfg.max_num_seqs,
                               **_padding_policy(runner.device.type))
         self._core = EngineCore(runner, processor, scheduler, self._lock, self._stats, self._post,
-                                num_threads=ecfg.num_threads)
+                                num_threads=num_threads or ecfg.num_threads or default_engine_threads())
         self._processor = processor
         self._requests: dict[str, EngineRequest] = {}  # in flight, by request id
         self._seq = itertools.count()
@@ -115,14 +116,20 @@ class AsyncEngine:
         model_cls = resolve_model_class(mdir.architecture)
         device = resolve_device(ecfg.device)
         dtype = resolve_dtype(ecfg.dtype, device)
-        if ecfg.num_threads > 0:
-            torch.set_num_threads(ecfg.num_threads)
+        threads = ecfg.num_threads if ecfg.num_threads > 0 else default_engine_threads()
         t0 = time.monotonic()
-        model = model_cls.load(Path(mcfg.model), mcfg.hf_config, device, dtype)
-        model.eval()
-        spec = model.spec()
-        runner = ModelRunner(model, device, dtype)
-        runner.warmup()
+
+        def load() -> ModelRunner:
+            set_torch_threads(threads)  # this thread only lives for the load
+            model = model_cls.load(Path(mcfg.model), mcfg.hf_config, device, dtype)
+            model.eval()
+            runner = ModelRunner(model, device, dtype)
+            runner.warmup()
+            return runner
+
+        # A short-lived thread: the OpenMP team the load creates ends with it (cpu_threads).
+        runner = run_in_fresh_thread(load)
+        model, spec = runner.model, runner.spec
         tokenizer = load_tokenizer(mdir.tokenizer_file) if spec.max_model_len > 0 else None
         vocab = int(spec.extra.get("vocab_size") or mcfg.hf_config.get("vocab_size") or 2**31 - 1)
         processor = InputProcessor(model, spec, tokenizer, vocab)
@@ -133,12 +140,15 @@ class AsyncEngine:
             device=str(device), compute_dtype=dtype, tensor_inputs=tuple(spec.tensor_inputs),
             extra=dict(spec.extra),
         )
-        logger.info("loaded %s (%s) on %s/%s in %.2fs", info.name, info.architecture, info.device,
-                    dtype, time.monotonic() - t0)
-        return cls(config, runner, processor, info)
+        logger.info("loaded %s (%s) on %s/%s in %.2fs; %d torch threads", info.name, info.architecture,
+                    info.device, dtype, time.monotonic() - t0, threads)
+        return cls(config, runner, processor, info, threads)
 
     async def start(self) -> None:
-        """Start the core thread; results are delivered to the running event loop."""
+        """Start the core thread; results are delivered to the running event loop.
+
+        Returns once the core thread has set its torch thread count; a caller that
+        confines its other threads (``cpu_threads.confine_other_threads``) does so after."""
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from poolstream.engine.cpu_threads import set_torch_threads
 from poolstream.engine.errors import DeadlineExceededError, EngineDeadError, EngineError
 from poolstream.engine.processor import InputProcessor
 from poolstream.engine.request import EngineRequest, RequestStatus
@@ -54,7 +55,7 @@ class EngineCore:
         lock: threading.Lock,
         stats: StatsTracker,
         deliver: Callable[[Finished], None],
-        num_threads: int = 0,
+        num_threads: int = 1,
     ):
         self.runner = runner
         self.processor = processor
@@ -62,7 +63,8 @@ class EngineCore:
         self.lock = lock
         self.stats = stats
         self.deliver = deliver  # thread-safe: posts to the event loop
-        self.num_threads = num_threads
+        self.num_threads = num_threads  # intra-op threads of the core thread (see cpu_threads)
+        self._configured = threading.Event()
         self.inputs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.dead: EngineDeadError | None = None  # set (under the lock) when the thread ends
@@ -74,6 +76,10 @@ class EngineCore:
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run_guarded, name="poolstream-engine-core", daemon=True)
         self.thread.start()
+        # Return once the thread has set its torch thread count: that call also changes
+        # torch's default for threads started later, which callers may then reset
+        # (cpu_threads.confine_other_threads).
+        self._configured.wait()
 
     def submit(self, req: EngineRequest) -> None:
         self.inputs.put(req)
@@ -84,9 +90,10 @@ class EngineCore:
     # ---- the thread -----------------------------------------------------
 
     def _run_guarded(self) -> None:
-        if self.num_threads > 0:
-            # Set in this thread: OpenMP thread counts are per calling thread.
-            torch.set_num_threads(self.num_threads)
+        try:
+            set_torch_threads(self.num_threads)  # this thread's count only (cpu_threads)
+        finally:
+            self._configured.set()
         try:
             self.runner.bind_thread()
             with torch.inference_mode():

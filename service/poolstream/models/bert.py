@@ -7,6 +7,8 @@ Why it is fast on CPU:
 - Q, K and V are one ``[3*hidden, hidden]`` linear (one GEMM instead of three);
 - attention is ``scaled_dot_product_attention`` (fused kernel), with no mask
   at all when the batch has no padding;
+- padded batches run "packed": every linear layer sees only the real tokens,
+  so a batch of mixed lengths costs about what its tokens cost;
 - position + token-type-0 embeddings are pre-added into one table;
 - the engine runs it under ``torch.inference_mode()``.
 """
@@ -93,13 +95,24 @@ class _Layer(nn.Module):
         self.num_heads = num_heads
         self.eps = eps
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        b, s, h = x.shape[0], x.shape[1], x.shape[2]
+    def forward(self, x: torch.Tensor, b: int, s: int, mask: Optional[torch.Tensor],
+                packed: Optional[torch.Tensor]) -> torch.Tensor:
+        """x: [tokens, h] hidden states, 2-D so every linear runs on real tokens only.
+
+        Dense batches (no padding) have tokens == b * s and ``packed`` None. Packed
+        batches hold only the real tokens; ``packed`` gives their positions in the
+        flattened [b * s] grid, and only attention sees the padded layout.
+        """
+        h = x.shape[1]
+        qkv = F.linear(x, self.qkv_w, self.qkv_b)  # [tokens, 3h]
+        if packed is not None:
+            qkv = qkv.new_zeros(b * s, 3 * h).index_copy_(0, packed, qkv)
         # [b, s, 3h] -> [3, b, heads, s, head_dim]
-        qkv = F.linear(x, self.qkv_w, self.qkv_b).view(b, s, 3, self.num_heads, h // self.num_heads)
-        qkv = qkv.permute(2, 0, 3, 1, 4)
+        qkv = qkv.view(b, s, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # [b, heads, s, head_dim]
-        a = a.transpose(1, 2).reshape(b, s, h)
+        a = a.transpose(1, 2).reshape(b * s, h)
+        if packed is not None:
+            a = a.index_select(0, packed)
         x = F.layer_norm(x + F.linear(a, self.o_w, self.o_b), [h], self.ln1_w, self.ln1_b, self.eps)
         y = F.linear(F.gelu(F.linear(x, self.i_w, self.i_b)), self.out_w, self.out_b)
         return F.layer_norm(x + y, [h], self.ln2_w, self.ln2_b, self.eps)
@@ -131,17 +144,33 @@ class _Encoder(nn.Module):
         self.layers = nn.ModuleList([_Layer(weights, f"encoder.layer.{i}.", heads, self.eps)
                                      for i in range(n_layers)])
 
-    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        s = input_ids.shape[1]
-        x = F.embedding(input_ids, self.word_emb) + self.pos_type[:s]
-        x = F.layer_norm(x, [self.hidden], self.emb_ln_w, self.emb_ln_b, self.eps)
+    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor], pack: bool) -> torch.Tensor:
+        """ids [b, s] (+ 0/1 key mask, None when nothing is padded) -> hidden states [b, s, h].
+
+        ``pack``: run embeddings, projections and the FFN on the real tokens
+        only (padding rows come back as zeros). Padding costs nothing then but
+        attention, which is a small part of an encoder at these lengths:
+        mixed-length batches of 32 sentences pad ~40%, and packing made them
+        ~1.6x faster on CPU. It needs the real-token positions, which the
+        caller only asks for where computing them costs no device sync.
+        """
+        b, s = input_ids.shape[0], input_ids.shape[1]
+        h = self.hidden
+        x = (F.embedding(input_ids, self.word_emb) + self.pos_type[:s]).view(b * s, h)
+        packed: Optional[torch.Tensor] = None
         # Boolean key mask [b, 1, 1, s], broadcast over heads and queries.
         attn: Optional[torch.Tensor] = None
         if key_mask is not None:
             attn = key_mask.to(torch.bool)[:, None, None, :]
+            if pack:
+                packed = key_mask.reshape(-1).nonzero().squeeze(1)
+                x = x.index_select(0, packed)
+        x = F.layer_norm(x, [h], self.emb_ln_w, self.emb_ln_b, self.eps)
         for layer in self.layers:
-            x = layer(x, attn)
-        return x
+            x = layer(x, b, s, attn, packed)
+        if packed is not None:
+            x = x.new_zeros(b * s, h).index_copy_(0, packed, x)
+        return x.view(b, s, h)
 
 
 class BertEmbeddingModel(PoolingModel):
@@ -189,16 +218,19 @@ class BertEmbeddingModel(PoolingModel):
     def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # NOTE: the all-ones check would force a GPU sync (and stall the engine's
         # pipelining), so only CPU batches take the maskless fast path.
+        # Packing (see _Encoder.forward) likewise needs the mask's contents (nonzero), so
+        # it is a CPU-path optimisation; CUDA batches run padded, without a sync.
         mask: torch.Tensor | None = attention_mask
-        if attention_mask.device.type == "cpu" and bool(attention_mask.all()):
+        on_cpu = attention_mask.device.type == "cpu"
+        if on_cpu and bool(attention_mask.all()):
             mask = None
         if self._scripted is not None:
             # Unoptimized TorchScript: plain op-by-op in C++, no profiling/re-specialisation
             # per new (batch, seq) shape; the gain is running without the GIL.
             with torch.jit.optimized_execution(False):
-                x = self._scripted(input_ids, mask)
+                x = self._scripted(input_ids, mask, on_cpu)
         else:
-            x = self.encoder(input_ids, mask)
+            x = self.encoder(input_ids, mask, on_cpu)
         if x.dtype != torch.float32:  # pool and project in fp32: fp16 sums over 512 tokens lose bits
             x = x.float()
         out = pool(x, mask, self.pooling)

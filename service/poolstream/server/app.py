@@ -139,9 +139,13 @@ class PoolstreamServer:
     async def load(self) -> None:
         """Load the model in a thread, then go SERVING."""
         from poolstream.engine import AsyncEngine  # deferred: heavy import
+        from poolstream.engine.cpu_threads import confine_other_threads
 
         engine = await asyncio.to_thread(AsyncEngine.from_config, self.config)
         await engine.start()
+        # Only the engine core thread runs multi-threaded torch: one OpenMP team more
+        # (plugin work on the loop or an executor thread) throttles the engine's (engine/cpu_threads.py).
+        confine_other_threads(asyncio.get_running_loop())
         # The wrapper times prompts (metrics) and tells the plugin watchdog when the engine works.
         self.state.attach_engine(ObservedEngine(engine, self.metrics))
         self._batch_sampler = asyncio.create_task(self.metrics.run_batch_sampler())
