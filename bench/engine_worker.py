@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
-
-from poolstream.openmp_env import apply_openmp_defaults
-
-apply_openmp_defaults()  # as `poolstream serve` does, before torch loads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sentences import sentences  # noqa: E402
@@ -75,6 +72,8 @@ async def main() -> None:
     engine = await asyncio.to_thread(AsyncEngine.from_config, cfg)
     await engine.start()
     confine_other_threads(asyncio.get_running_loop())  # as the server does
+    gc.collect()
+    gc.freeze()  # as the server does
     await engine_load(engine, sentences(64, seed=7), 64, "warm")
     print(json.dumps({"ready": True}), flush=True)
     loop = asyncio.get_running_loop()

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import sys
 
-from poolstream.openmp_env import apply_openmp_defaults
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
 from poolstream.server.observability import configure_logging
 from poolstream.server.security import AUTH_TOKEN_ENV, load_tokens, tls_from_flags
@@ -141,7 +140,6 @@ def transport_from_args(args: argparse.Namespace) -> TransportConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    apply_openmp_defaults()  # before anything imports torch (poolstream/openmp_env.py)
     parser = argparse.ArgumentParser(prog="poolstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="serve a pooling model over gRPC")

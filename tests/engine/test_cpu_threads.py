@@ -1,4 +1,4 @@
-"""CPU thread discipline (engine/cpu_threads.py, openmp_env.py).
+"""CPU thread discipline (engine/cpu_threads.py).
 
 Each check runs in a fresh interpreter: torch's thread counts are process
 state, and the pytest process has its own settings.
@@ -18,8 +18,7 @@ from poolstream.engine.cpu_threads import cgroup_cpu_limit, default_engine_threa
 
 
 def run_python(code: str, **env: str) -> str:
-    full_env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    full_env.update(env)
+    full_env = {**os.environ, **env}
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                          env=full_env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -96,18 +95,6 @@ def test_run_in_fresh_thread_returns_raises_and_ends_the_thread():
 
     with pytest.raises(ValueError, match="bad weights"):
         run_in_fresh_thread(fail)
-
-
-def test_openmp_defaults_apply_before_torch_and_yield_to_the_environment():
-    code = """
-        import os, sys
-        {pre}
-        from poolstream.openmp_env import apply_openmp_defaults
-        print(apply_openmp_defaults(), os.environ.get("GOMP_SPINCOUNT"))
-    """
-    assert run_python(code.format(pre="")) == "True 10000"
-    assert run_python(code.format(pre=""), GOMP_SPINCOUNT="500") == "True 500"
-    assert run_python(code.format(pre="import torch")) == "False None"
 
 
 def test_cgroup_quota_caps_the_default(tmp_path):
