@@ -10,8 +10,9 @@
         requests, in its own process (``bench/engine_worker.py``: two torch
         thread pools in one process slow each other, see engine/cpu_threads.py);
 - (c)   ``poolstream serve`` in a subprocess, driven by ``bench/grpc_load.py`` in
-        another process: single-text calls at ``--concurrency``, and
-        32-sentence calls at ``--batch-concurrency``.
+        another process: single-text calls at ``--concurrency`` (streaming
+        ``Encode`` and unary ``EncodeAll``), and 32-sentence calls at
+        ``--batch-concurrency``.
 
 (ref) and (a) run on this process's main thread, one after the other; (b) and
 (c) sit idle (no CPU) while the others run.
@@ -137,10 +138,11 @@ class Server:
             time.sleep(0.1)
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
 
-    def load(self, n: int, concurrency: int, per_request: int, seed: int = 0) -> dict:
+    def load(self, n: int, concurrency: int, per_request: int, seed: int = 0, rpc: str = "Encode") -> dict:
         out = subprocess.run(
             [sys.executable, str(HERE / "grpc_load.py"), "--address", self.address, "--n", str(n),
-             "--concurrency", str(concurrency), "--per-request", str(per_request), "--seed", str(seed)],
+             "--concurrency", str(concurrency), "--per-request", str(per_request), "--seed", str(seed),
+             "--rpc", rpc],
             capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -211,7 +213,7 @@ def main() -> None:
     if server:
         server.load(128, args.concurrency, 1, seed=1)
 
-    runs: dict[str, list[dict]] = {k: [] for k in ("ref", "a", "b", "c1", "c32")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("ref", "a", "b", "c1", "c1u", "c32")}
     for r in range(args.rounds):
         if st:
             t0 = time.perf_counter()
@@ -224,6 +226,7 @@ def main() -> None:
         runs["b"].append(engine.load(args.n, args.concurrency, f"b{r}"))
         if server:
             runs["c1"].append(server.load(args.n, args.concurrency, 1))
+            runs["c1u"].append(server.load(args.n, args.concurrency, 1, rpc="EncodeAll"))
             runs["c32"].append(server.load(args.n, args.batch_concurrency, 32))
 
     # Single-request latency: sequential calls, the three paths alternating in blocks
@@ -292,6 +295,7 @@ def render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_rea
     row("(a) direct forward, batch 32 sorted by length", "a")
     row(f"(b) AsyncEngine in-process, {args.concurrency} concurrent single-text", "b")
     row(f"(c) gRPC Encode, {args.concurrency} concurrent single-text calls", "c1")
+    row(f"(c) gRPC EncodeAll (unary), {args.concurrency} concurrent single-text calls", "c1u")
     row(f"(c) gRPC Encode, {args.batch_concurrency} concurrent 32-sentence calls", "c32")
     if skip_reason:
         lines.append(f"\n(c) skipped: {skip_reason}")

@@ -2,7 +2,8 @@
 
     python bench/grpc_load.py --address 127.0.0.1:PORT --concurrency 64 --per-request 1 --n 512
 
-Each of ``concurrency`` workers sends Encode calls of ``per-request`` sentences
+Each of ``concurrency`` workers sends Encode (or, with ``--rpc EncodeAll``,
+EncodeAll) calls of ``per-request`` sentences
 back to back until ``n`` sentences were sent. Prints one JSON line:
 {"sentences", "elapsed_s", "throughput", "p50_ms", "p99_ms", "errors"}.
 """
@@ -32,16 +33,20 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run(address: str, concurrency: int, per_request: int, n: int, warmup: int, seed: int) -> dict:
+async def run(address: str, concurrency: int, per_request: int, n: int, warmup: int, seed: int,
+              rpc: str = "Encode") -> dict:
     texts = sentences(n, seed=seed)
+    message = pooling_service_pb2.EncodeAllRequest if rpc == "EncodeAll" else pooling_service_pb2.EncodeRequest
     requests = [
-        pooling_service_pb2.EncodeRequest(prompts=[pooling_pb2.Prompt(text=t) for t in texts[i:i + per_request]])
+        message(prompts=[pooling_pb2.Prompt(text=t) for t in texts[i:i + per_request]])
         for i in range(0, n, per_request)
     ]
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pooling_service_pb2_grpc.PoolingServiceStub(channel)
 
         async def call(req) -> int:
+            if rpc == "EncodeAll":  # unary: one response with every result
+                return sum(r.HasField("error") for r in (await stub.EncodeAll(req)).results)
             errors = 0
             async for resp in stub.Encode(req):
                 errors += resp.HasField("error")
@@ -83,8 +88,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rpc", choices=["Encode", "EncodeAll"], default="Encode",
+                    help="server-streaming Encode or unary EncodeAll")
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(run(a.address, a.concurrency, a.per_request, a.n, a.warmup, a.seed))))
+    print(json.dumps(asyncio.run(run(a.address, a.concurrency, a.per_request, a.n, a.warmup, a.seed, a.rpc))))
 
 
 if __name__ == "__main__":

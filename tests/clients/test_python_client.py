@@ -164,8 +164,14 @@ def test_sync_client_embed_and_encode(py_client):
     bits = py_client.embed(TEXTS, output_dtype=v1.DType.BINARY)
     np.testing.assert_array_equal(bits, (emb > 0).astype(np.uint8))
     # Streamed results carry their index.
-    got = sorted(r.index for r in py_client.encode(TEXTS, request_id="py-test"))
-    assert got == [0, 1, 2]
+    streamed = {r.index: to_numpy(r.output.outputs.data) for r in py_client.encode(TEXTS, request_id="py-test")}
+    assert sorted(streamed) == [0, 1, 2]
+    # EncodeAll (what embed() uses): one answer, prompt order, the same outputs.
+    answered = py_client.encode_all(TEXTS, request_id="py-all")
+    assert [r.index for r in answered] == [0, 1, 2]
+    for r in answered:
+        assert r.output.request_id == f"py-all-{r.index}"
+        np.testing.assert_allclose(to_numpy(r.output.outputs.data), streamed[r.index], atol=1e-6)
 
 
 def test_sync_client_process_typed_and_json(py_client):
@@ -210,6 +216,7 @@ async def test_async_client(address):
         assert emb.shape == (3, 384)
         indices = sorted([r.index async for r in client.encode(TEXTS[:2])])
         assert indices == [0, 1]
+        assert [r.index for r in await client.encode_all(TEXTS[:2])] == [0, 1]
         result = await client.process(text_embedding_v1.TextEmbeddingRequest(texts=TEXTS[:1]))
         np.testing.assert_allclose(to_numpy(result.value.embeddings)[0], emb[0], atol=1e-6)
         events = [e async for e in client.process_stream(text_embedding_v1.TextEmbeddingRequest(texts=TEXTS))]

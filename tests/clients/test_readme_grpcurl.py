@@ -85,7 +85,7 @@ def check_list_services(out: str, cmd: str, ctx) -> None:
 
 
 def check_list_methods(out: str, cmd: str, ctx) -> None:
-    for m in ("Process", "ProcessStream", "Encode", "GetServerInfo"):
+    for m in ("Process", "ProcessStream", "Encode", "EncodeAll", "GetServerInfo"):
         assert f"poolstream.v1.PoolingService.{m}" in out.split(), out
 
 
@@ -123,6 +123,25 @@ def check_encode(out: str, cmd: str, ctx) -> None:
         if _get(_request(cmd)["params"], "include_float_values", "includeFloatValues"):
             floats = np.asarray(_get(tensor, "floatValues", "float_values"), dtype=np.float32)
             np.testing.assert_allclose(floats, reference[index], atol=1e-6, rtol=0)
+
+
+def check_encode_all(out: str, cmd: str, ctx) -> None:
+    request = _request(cmd)
+    texts = [p["text"] for p in request["prompts"]]
+    dims = int(request["params"]["dimensions"])
+    [doc] = json_documents(out)
+    results = doc["results"]
+    assert len(results) == len(texts), out[:2000]
+    # Matryoshka: the first `dims` values, normalised again.
+    reference = ctx.embed(texts)[:, :dims]
+    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    for i, result in enumerate(results):
+        assert int(result.get("index", 0)) == i  # prompt order
+        tensor = result["output"]["outputs"]["data"]
+        assert [int(s) for s in tensor["shape"]] == [dims]
+        np.testing.assert_allclose(_floats(tensor), reference[i], atol=1e-5, rtol=0)
+        floats = np.asarray(_get(tensor, "floatValues", "float_values"), dtype=np.float32)
+        np.testing.assert_allclose(floats, reference[i], atol=1e-5, rtol=0)
 
 
 def _check_result(result: dict, request: dict, ctx) -> None:
@@ -172,6 +191,7 @@ CHECKS: list[tuple[str, str, Callable[[str, str, Any], None]]] = [
     ("health", r"grpc\.health\.v1\.Health/Check$", check_health),
     ("GetServerInfo", r"PoolingService/GetServerInfo$", check_server_info),
     ("Encode", r"PoolingService/Encode$", check_encode),
+    ("EncodeAll", r"PoolingService/EncodeAll$", check_encode_all),
     ("Process", r"PoolingService/Process$", check_process),
     ("ProcessStream", r"PoolingService/ProcessStream$", check_process_stream),
 ]
@@ -201,6 +221,7 @@ def test_readme_section_has_every_kind_of_command():
         "health",
         "GetServerInfo",
         "Encode",
+        "EncodeAll",
         "Process",
         "ProcessStream",
     ):

@@ -94,6 +94,27 @@ async def test_cancel_mid_stream_frees_queued_work(server, stub, kind):
     assert server.state.active_calls == 0
 
 
+async def test_cancel_encode_all_frees_queued_work(server, stub):
+    """The unary EncodeAll: cancelled once the engine has started on it, the rest is aborted."""
+    engine = server.state.engine
+    before = engine.stats
+    call = stub.EncodeAll(pb.EncodeAllRequest(prompts=[pooling_pb2.Prompt(text=t) for t in _texts()]),
+                          timeout=120)
+    deadline = time.monotonic() + 30
+    while engine.stats.prompts_executed - before.prompts_executed < 3:
+        assert time.monotonic() < deadline, "the engine never started on the call"
+        await asyncio.sleep(0.005)
+    call.cancel()
+    at_cancel = engine.stats
+    settled = await _settle(engine)
+    executed, aborted = _work(before, settled)
+    assert executed + aborted == N, (executed, aborted)
+    after_cancel = settled.prompts_executed - at_cancel.prompts_executed
+    assert after_cancel <= SLACK, f"{after_cancel} prompts executed after the cancel"
+    assert aborted >= N - 60
+    assert server.state.active_calls == 0
+
+
 async def test_disconnect_mid_stream_frees_queued_work(server):
     engine = server.state.engine
     before = engine.stats

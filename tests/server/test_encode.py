@@ -90,3 +90,28 @@ async def test_whole_request_errors(stub, request_, reason):
         _ = [r async for r in stub.Encode(request_)]
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_details(e.value)["reason"] == reason
+
+
+async def test_encode_all_answers_once_in_prompt_order_with_encode_s_outputs(stub):
+    texts = [f"sentence number {i} " + "word " * (i * 7) for i in range(6)]
+    prompts = [text(t) for t in texts]
+    streamed = {r.index: vec(r.output) async for r in stub.Encode(pb.EncodeRequest(prompts=prompts))}
+    response = await stub.EncodeAll(pb.EncodeAllRequest(request_id="all", prompts=prompts))
+    assert [r.index for r in response.results] == list(range(6))
+    for r in response.results:
+        assert r.output.request_id == f"all-{r.index}"
+        np.testing.assert_allclose(vec(r.output), streamed[r.index], atol=1e-5)
+
+
+async def test_encode_all_reports_a_bad_prompt_in_its_result(stub):
+    prompts = [text("fine"), pooling_pb2.Prompt(), text("also fine")]
+    response = await stub.EncodeAll(pb.EncodeAllRequest(prompts=prompts))
+    assert [r.WhichOneof("result") for r in response.results] == ["output", "error", "output"]
+    assert response.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+async def test_encode_all_whole_request_errors(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stub.EncodeAll(pb.EncodeAllRequest())
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(e.value)["reason"] == "INVALID_PROMPT"

@@ -108,22 +108,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         self, request: pb.EncodeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EncodeResponse]:
         async with self._call(context):
-            engine = self._engine()
-            limits = self.state.config.limits
-            try:
-                if not request.prompts:
-                    raise invalid_argument("INVALID_PROMPT", "at least one prompt is required", "prompts")
-                if len(request.prompts) > limits.max_prompts_per_request:
-                    raise invalid_argument(
-                        "TOO_MANY_PROMPTS",
-                        f"{len(request.prompts)} prompts; at most {limits.max_prompts_per_request} per request",
-                        "prompts",
-                    )
-                params = convert.params_from_proto(_params_or_none(request), task="encode")
-            except Exception as e:
-                await abort(context, e)
-            request_id = _request_id(request.request_id, context)
-            deadline = monotonic_deadline(context.time_remaining())
+            engine, params, request_id, deadline = await self._encode_setup(request, context)
 
             # One prompt (the common case) skips the merge machinery.
             if len(request.prompts) == 1:
@@ -141,6 +126,39 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                 for f in pending:
                     f.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- EncodeAll ---------------------------------------------------------
+    async def EncodeAll(self, request: pb.EncodeAllRequest, context: grpc.aio.ServicerContext) -> pb.EncodeAllResponse:
+        async with self._call(context):
+            engine, params, request_id, deadline = await self._encode_setup(request, context)
+            if len(request.prompts) == 1:
+                results = [await self._encode_one(engine, request, 0, params, request_id, deadline)]
+            else:
+                # Cancelling the call cancels gather, which cancels (and so aborts) every prompt.
+                results = await asyncio.gather(*(
+                    self._encode_one(engine, request, i, params, request_id, deadline)
+                    for i in range(len(request.prompts))
+                ))
+            return pb.EncodeAllResponse(results=results)
+
+    async def _encode_setup(self, request, context):
+        """Encode/EncodeAll admission: (engine, params, request id, deadline), or abort the call."""
+        engine = self._engine()
+        limits = self.state.config.limits
+        try:
+            if not request.prompts:
+                raise invalid_argument("INVALID_PROMPT", "at least one prompt is required", "prompts")
+            if len(request.prompts) > limits.max_prompts_per_request:
+                raise invalid_argument(
+                    "TOO_MANY_PROMPTS",
+                    f"{len(request.prompts)} prompts; at most {limits.max_prompts_per_request} per request",
+                    "prompts",
+                )
+            params = convert.params_from_proto(_params_or_none(request), task="encode")
+        except Exception as e:
+            await abort(context, e)
+        request_id = _request_id(request.request_id, context)
+        return engine, params, request_id, monotonic_deadline(context.time_remaining())
 
     async def _encode_one(self, engine, request, index, params, request_id, deadline) -> pb.EncodeResponse:
         """Encode prompt ``index``; any failure becomes an in-stream error for it alone."""

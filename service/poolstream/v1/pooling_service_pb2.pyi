@@ -133,6 +133,24 @@ class EncodeResponse(_message.Message):
     error: _status_pb2.Status
     def __init__(self, index: _Optional[int] = ..., output: _Optional[_Union[_pooling_pb2.PoolingRequestOutput, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
+class EncodeAllRequest(_message.Message):
+    __slots__ = ("request_id", "prompts", "params", "priority")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    prompts: _containers.RepeatedCompositeFieldContainer[_pooling_pb2.Prompt]
+    params: _pooling_pb2.PoolingParams
+    priority: int
+    def __init__(self, request_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[_pooling_pb2.Prompt, _Mapping]]] = ..., params: _Optional[_Union[_pooling_pb2.PoolingParams, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class EncodeAllResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EncodeResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[EncodeResponse, _Mapping]]] = ...) -> None: ...
+
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -83,6 +83,11 @@ class PoolingServiceStub:
                 request_serializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeRequest.SerializeToString,
                 response_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeResponse.FromString,
                 _registered_method=True)
+        self.EncodeAll = channel.unary_unary(
+                '/poolstream.v1.PoolingService/EncodeAll',
+                request_serializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllRequest.SerializeToString,
+                response_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllResponse.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/poolstream.v1.PoolingService/GetServerInfo',
                 request_serializer=poolstream_dot_v1_dot_pooling__service__pb2.GetServerInfoRequest.SerializeToString,
@@ -152,6 +157,16 @@ class PoolingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EncodeAll(self, request, context):
+        """EncodeAll is Encode answered once: every prompt's result, in prompt
+        order, in a single response. For clients that want no stream (grpcurl,
+        HTTP gateways, simple stubs); a bad prompt is reported in its result and
+        does not fail the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerInfo(self, request, context):
         """GetServerInfo describes the model, the active plugin, limits and
         versions.
@@ -177,6 +192,11 @@ def add_PoolingServiceServicer_to_server(servicer, server):
                     servicer.Encode,
                     request_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeRequest.FromString,
                     response_serializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeResponse.SerializeToString,
+            ),
+            'EncodeAll': grpc.unary_unary_rpc_method_handler(
+                    servicer.EncodeAll,
+                    request_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllRequest.FromString,
+                    response_serializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllResponse.SerializeToString,
             ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
@@ -299,6 +319,33 @@ class PoolingService:
             '/poolstream.v1.PoolingService/Encode',
             poolstream_dot_v1_dot_pooling__service__pb2.EncodeRequest.SerializeToString,
             poolstream_dot_v1_dot_pooling__service__pb2.EncodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EncodeAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolstream.v1.PoolingService/EncodeAll',
+            poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllRequest.SerializeToString,
+            poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllResponse.FromString,
             options,
             channel_credentials,
             insecure,

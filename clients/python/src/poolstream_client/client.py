@@ -140,9 +140,10 @@ def pooling_params(params: v1.PoolingParams | None = None, **kwargs: Any) -> v1.
 
 
 def _encode_request(
-    prompts: Iterable[PromptLike], params, request_id: str, priority: int, kw
-) -> v1.EncodeRequest:
-    return v1.EncodeRequest(
+    prompts: Iterable[PromptLike], params, request_id: str, priority: int, kw, message=v1.EncodeRequest
+) -> Any:
+    """An EncodeRequest, or (``message=v1.EncodeAllRequest``) the same fields for EncodeAll."""
+    return message(
         request_id=request_id,
         prompts=[as_prompt(p) for p in prompts],
         params=pooling_params(params, **kw),
@@ -212,6 +213,9 @@ class Client(_Base):
         self._encode = channel.unary_stream(
             SERVICE + "Encode", v1.EncodeRequest.SerializeToString, v1.EncodeResponse.FromString
         )
+        self._encode_all = channel.unary_unary(
+            SERVICE + "EncodeAll", v1.EncodeAllRequest.SerializeToString, v1.EncodeAllResponse.FromString
+        )
 
     def close(self) -> None:
         self.channel.close()
@@ -250,11 +254,28 @@ class Client(_Base):
         except grpc.RpcError as e:
             raise PoolstreamError.from_rpc_error(e) from None
 
+    def encode_all(
+        self,
+        prompts: Iterable[PromptLike],
+        *,
+        params: v1.PoolingParams | None = None,
+        request_id: str = "",
+        priority: int = 0,
+        timeout: float | None = None,
+        **param_fields: Any,
+    ) -> list[v1.EncodeResponse]:
+        """EncodeAll: every prompt's EncodeResponse in prompt order, in one answer."""
+        request = _encode_request(prompts, params, request_id, priority, param_fields, v1.EncodeAllRequest)
+        try:
+            return list(self._encode_all(request, **self._kw(timeout)).results)
+        except grpc.RpcError as e:
+            raise PoolstreamError.from_rpc_error(e) from None
+
     def embed(self, texts: Sequence[PromptLike], **kwargs: Any) -> np.ndarray:
-        """Pooled outputs of `texts` stacked in input order, e.g. (N, 384);
-        raises PoolstreamError if any prompt fails. Keywords as for encode()."""
+        """Pooled outputs of `texts` stacked in input order, e.g. (N, 384), from one
+        EncodeAll call; raises PoolstreamError if any prompt fails. Keywords as for encode()."""
         texts = list(texts)
-        return _stack(self.encode(texts, **kwargs), len(texts))
+        return _stack(self.encode_all(texts, **kwargs), len(texts))
 
     def process(
         self,
@@ -344,6 +365,9 @@ class AsyncClient(_Base):
         self._encode = channel.unary_stream(
             SERVICE + "Encode", v1.EncodeRequest.SerializeToString, v1.EncodeResponse.FromString
         )
+        self._encode_all = channel.unary_unary(
+            SERVICE + "EncodeAll", v1.EncodeAllRequest.SerializeToString, v1.EncodeAllResponse.FromString
+        )
 
     async def close(self) -> None:
         await self.channel.close()
@@ -380,9 +404,25 @@ class AsyncClient(_Base):
         except grpc.RpcError as e:
             raise PoolstreamError.from_rpc_error(e) from None
 
+    async def encode_all(
+        self,
+        prompts: Iterable[PromptLike],
+        *,
+        params: v1.PoolingParams | None = None,
+        request_id: str = "",
+        priority: int = 0,
+        timeout: float | None = None,
+        **param_fields: Any,
+    ) -> list[v1.EncodeResponse]:
+        request = _encode_request(prompts, params, request_id, priority, param_fields, v1.EncodeAllRequest)
+        try:
+            return list((await self._encode_all(request, **self._kw(timeout))).results)
+        except grpc.RpcError as e:
+            raise PoolstreamError.from_rpc_error(e) from None
+
     async def embed(self, texts: Sequence[PromptLike], **kwargs: Any) -> np.ndarray:
         texts = list(texts)
-        return _stack([r async for r in self.encode(texts, **kwargs)], len(texts))
+        return _stack(await self.encode_all(texts, **kwargs), len(texts))
 
     async def process(
         self,

@@ -27,6 +27,11 @@ type PoolingServiceClient interface {
 	// in completion order, each with its index. A bad prompt is reported in the
 	// stream and does not end it.
 	Encode(ctx context.Context, in *EncodeRequest, opts ...grpc.CallOption) (PoolingService_EncodeClient, error)
+	// EncodeAll is Encode answered once: every prompt's result, in prompt
+	// order, in a single response. For clients that want no stream (grpcurl,
+	// HTTP gateways, simple stubs); a bad prompt is reported in its result and
+	// does not fail the call.
+	EncodeAll(ctx context.Context, in *EncodeAllRequest, opts ...grpc.CallOption) (*EncodeAllResponse, error)
 	// GetServerInfo describes the model, the active plugin, limits and
 	// versions.
 	GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error)
@@ -113,6 +118,15 @@ func (x *poolingServiceEncodeClient) Recv() (*EncodeResponse, error) {
 	return m, nil
 }
 
+func (c *poolingServiceClient) EncodeAll(ctx context.Context, in *EncodeAllRequest, opts ...grpc.CallOption) (*EncodeAllResponse, error) {
+	out := new(EncodeAllResponse)
+	err := c.cc.Invoke(ctx, "/poolstream.v1.PoolingService/EncodeAll", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *poolingServiceClient) GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error) {
 	out := new(GetServerInfoResponse)
 	err := c.cc.Invoke(ctx, "/poolstream.v1.PoolingService/GetServerInfo", in, out, opts...)
@@ -136,6 +150,11 @@ type PoolingServiceServer interface {
 	// in completion order, each with its index. A bad prompt is reported in the
 	// stream and does not end it.
 	Encode(*EncodeRequest, PoolingService_EncodeServer) error
+	// EncodeAll is Encode answered once: every prompt's result, in prompt
+	// order, in a single response. For clients that want no stream (grpcurl,
+	// HTTP gateways, simple stubs); a bad prompt is reported in its result and
+	// does not fail the call.
+	EncodeAll(context.Context, *EncodeAllRequest) (*EncodeAllResponse, error)
 	// GetServerInfo describes the model, the active plugin, limits and
 	// versions.
 	GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error)
@@ -154,6 +173,9 @@ func (UnimplementedPoolingServiceServer) ProcessStream(*ProcessStreamRequest, Po
 }
 func (UnimplementedPoolingServiceServer) Encode(*EncodeRequest, PoolingService_EncodeServer) error {
 	return status.Errorf(codes.Unimplemented, "method Encode not implemented")
+}
+func (UnimplementedPoolingServiceServer) EncodeAll(context.Context, *EncodeAllRequest) (*EncodeAllResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method EncodeAll not implemented")
 }
 func (UnimplementedPoolingServiceServer) GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetServerInfo not implemented")
@@ -231,6 +253,24 @@ func (x *poolingServiceEncodeServer) Send(m *EncodeResponse) error {
 	return x.ServerStream.SendMsg(m)
 }
 
+func _PoolingService_EncodeAll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EncodeAllRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolingServiceServer).EncodeAll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/poolstream.v1.PoolingService/EncodeAll",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolingServiceServer).EncodeAll(ctx, req.(*EncodeAllRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PoolingService_GetServerInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetServerInfoRequest)
 	if err := dec(in); err != nil {
@@ -256,6 +296,10 @@ var _PoolingService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Process",
 			Handler:    _PoolingService_Process_Handler,
+		},
+		{
+			MethodName: "EncodeAll",
+			Handler:    _PoolingService_EncodeAll_Handler,
 		},
 		{
 			MethodName: "GetServerInfo",

@@ -251,6 +251,32 @@ export interface EncodeResponse {
   error?: Status | undefined;
 }
 
+/**
+ * EncodeAllRequest asks for the pooled outputs of several prompts in one
+ * response. Its fields are EncodeRequest's, with the same numbers.
+ */
+export interface EncodeAllRequest {
+  /** As in ProcessRequest. */
+  requestId: string;
+  /** The prompts; at least one, at most the server's `max_prompts_per_request`. */
+  prompts: Prompt[];
+  /** Pooling parameters for every prompt. */
+  params:
+    | PoolingParams
+    | undefined;
+  /** Scheduling priority: lower values are served first. */
+  priority: number;
+}
+
+/** EncodeAllResponse holds the result of every prompt of an EncodeAllRequest. */
+export interface EncodeAllResponse {
+  /**
+   * One result per prompt, in prompt order: `results[i]` (whose `index` is
+   * i) belongs to `EncodeAllRequest.prompts[i]`.
+   */
+  results: EncodeResponse[];
+}
+
 /** GetServerInfoRequest takes no arguments. */
 export interface GetServerInfoRequest {
 }
@@ -1390,6 +1416,200 @@ export const EncodeResponse: MessageFns<EncodeResponse> = {
   },
 };
 
+function createBaseEncodeAllRequest(): EncodeAllRequest {
+  return { requestId: "", prompts: [], params: undefined, priority: 0 };
+}
+
+export const EncodeAllRequest: MessageFns<EncodeAllRequest> = {
+  encode(message: EncodeAllRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    for (const v of message.prompts) {
+      Prompt.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.params !== undefined) {
+      PoolingParams.encode(message.params, writer.uint32(26).fork()).join();
+    }
+    if (message.priority !== 0) {
+      writer.uint32(32).int32(message.priority);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EncodeAllRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEncodeAllRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.prompts.push(Prompt.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.params = PoolingParams.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.priority = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EncodeAllRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      prompts: globalThis.Array.isArray(object?.prompts) ? object.prompts.map((e: any) => Prompt.fromJSON(e)) : [],
+      params: isSet(object.params) ? PoolingParams.fromJSON(object.params) : undefined,
+      priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
+    };
+  },
+
+  toJSON(message: EncodeAllRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.prompts?.length) {
+      obj.prompts = message.prompts.map((e) => Prompt.toJSON(e));
+    }
+    if (message.params !== undefined) {
+      obj.params = PoolingParams.toJSON(message.params);
+    }
+    if (message.priority !== 0) {
+      obj.priority = Math.round(message.priority);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EncodeAllRequest>, I>>(base?: I): EncodeAllRequest {
+    return EncodeAllRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EncodeAllRequest>, I>>(object: I): EncodeAllRequest {
+    const message = createBaseEncodeAllRequest();
+    message.requestId = object.requestId ?? "";
+    message.prompts = object.prompts?.map((e) => Prompt.fromPartial(e)) || [];
+    message.params = (object.params !== undefined && object.params !== null)
+      ? PoolingParams.fromPartial(object.params)
+      : undefined;
+    message.priority = object.priority ?? 0;
+    return message;
+  },
+};
+
+function createBaseEncodeAllResponse(): EncodeAllResponse {
+  return { results: [] };
+}
+
+export const EncodeAllResponse: MessageFns<EncodeAllResponse> = {
+  encode(message: EncodeAllResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      EncodeResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EncodeAllResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEncodeAllResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(EncodeResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EncodeAllResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => EncodeResponse.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: EncodeAllResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => EncodeResponse.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EncodeAllResponse>, I>>(base?: I): EncodeAllResponse {
+    return EncodeAllResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EncodeAllResponse>, I>>(object: I): EncodeAllResponse {
+    const message = createBaseEncodeAllResponse();
+    message.results = object.results?.map((e) => EncodeResponse.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseGetServerInfoRequest(): GetServerInfoRequest {
   return {};
 }
@@ -2483,6 +2703,21 @@ export const PoolingServiceService = {
     responseDeserialize: (value: Buffer): EncodeResponse => EncodeResponse.decode(value),
   },
   /**
+   * EncodeAll is Encode answered once: every prompt's result, in prompt
+   * order, in a single response. For clients that want no stream (grpcurl,
+   * HTTP gateways, simple stubs); a bad prompt is reported in its result and
+   * does not fail the call.
+   */
+  encodeAll: {
+    path: "/poolstream.v1.PoolingService/EncodeAll" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EncodeAllRequest): Buffer => Buffer.from(EncodeAllRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EncodeAllRequest => EncodeAllRequest.decode(value),
+    responseSerialize: (value: EncodeAllResponse): Buffer => Buffer.from(EncodeAllResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EncodeAllResponse => EncodeAllResponse.decode(value),
+  },
+  /**
    * GetServerInfo describes the model, the active plugin, limits and
    * versions.
    */
@@ -2515,6 +2750,13 @@ export interface PoolingServiceServer extends UntypedServiceImplementation {
    * stream and does not end it.
    */
   encode: handleServerStreamingCall<EncodeRequest, EncodeResponse>;
+  /**
+   * EncodeAll is Encode answered once: every prompt's result, in prompt
+   * order, in a single response. For clients that want no stream (grpcurl,
+   * HTTP gateways, simple stubs); a bad prompt is reported in its result and
+   * does not fail the call.
+   */
+  encodeAll: handleUnaryCall<EncodeAllRequest, EncodeAllResponse>;
   /**
    * GetServerInfo describes the model, the active plugin, limits and
    * versions.
@@ -2566,6 +2808,27 @@ export interface PoolingServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<EncodeResponse>;
+  /**
+   * EncodeAll is Encode answered once: every prompt's result, in prompt
+   * order, in a single response. For clients that want no stream (grpcurl,
+   * HTTP gateways, simple stubs); a bad prompt is reported in its result and
+   * does not fail the call.
+   */
+  encodeAll(
+    request: EncodeAllRequest,
+    callback: (error: ServiceError | null, response: EncodeAllResponse) => void,
+  ): ClientUnaryCall;
+  encodeAll(
+    request: EncodeAllRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EncodeAllResponse) => void,
+  ): ClientUnaryCall;
+  encodeAll(
+    request: EncodeAllRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EncodeAllResponse) => void,
+  ): ClientUnaryCall;
   /**
    * GetServerInfo describes the model, the active plugin, limits and
    * versions.

@@ -5,6 +5,8 @@
 
 __all__ = (
     "DType",
+    "EncodeAllRequest",
+    "EncodeAllResponse",
     "EncodeRequest",
     "EncodeResponse",
     "GetServerInfoRequest",
@@ -229,6 +231,53 @@ class StreamDetail(betterproto2.Enum):
             "STREAM_DETAIL_CHUNKS": 1,
             "STREAM_DETAIL_PROGRESS": 2,
         }
+
+
+@dataclass(eq=False, repr=False)
+class EncodeAllRequest(betterproto2.Message):
+    """
+    EncodeAllRequest asks for the pooled outputs of several prompts in one
+    response. Its fields are EncodeRequest's, with the same numbers.
+    """
+
+    request_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    As in ProcessRequest.
+    """
+
+    prompts: "list[Prompt]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The prompts; at least one, at most the server's `max_prompts_per_request`.
+    """
+
+    params: "PoolingParams | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Pooling parameters for every prompt.
+    """
+
+    priority: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    Scheduling priority: lower values are served first.
+    """
+
+
+default_message_pool.register_message("poolstream.v1", "EncodeAllRequest", EncodeAllRequest)
+
+
+@dataclass(eq=False, repr=False)
+class EncodeAllResponse(betterproto2.Message):
+    """
+    EncodeAllResponse holds the result of every prompt of an EncodeAllRequest.
+    """
+
+    results: "list[EncodeResponse]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One result per prompt, in prompt order: `results[i]` (whose `index` is
+    i) belongs to `EncodeAllRequest.prompts[i]`.
+    """
+
+
+default_message_pool.register_message("poolstream.v1", "EncodeAllResponse", EncodeAllResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -1086,6 +1135,20 @@ class PoolingServiceStub:
             "/poolstream.v1.PoolingService/Encode",
             EncodeRequest.SerializeToString,
             EncodeResponse.FromString,
+        )(message)
+
+    def encode_all(self, message: "EncodeAllRequest") -> "EncodeAllResponse":
+        """
+        EncodeAll is Encode answered once: every prompt's result, in prompt
+        order, in a single response. For clients that want no stream (grpcurl,
+        HTTP gateways, simple stubs); a bad prompt is reported in its result and
+        does not fail the call.
+        """
+
+        return self._channel.unary_unary(
+            "/poolstream.v1.PoolingService/EncodeAll",
+            EncodeAllRequest.SerializeToString,
+            EncodeAllResponse.FromString,
         )(message)
 
     def get_server_info(self, message: "GetServerInfoRequest | None" = None) -> "GetServerInfoResponse":
