@@ -74,13 +74,9 @@ def _work(before, after) -> tuple[int, int]:
     return after.prompts_executed - before.prompts_executed, after.prompts_aborted - before.prompts_aborted
 
 
-@pytest.mark.parametrize("kind", ["ProcessStream", "Encode"])
-async def test_cancel_mid_stream_frees_queued_work(server, stub, kind):
+async def _cancel_and_check(server, call, before, kind: str) -> None:
+    """Cancel ``call`` (N prompts, a few done): the rest is aborted, almost nothing runs after."""
     engine = server.state.engine
-    before = engine.stats
-    call = _stream_call(stub, kind)
-    for _ in range(3):
-        await call.read()
     call.cancel()
     at_cancel = engine.stats
     settled = await _settle(engine)
@@ -94,6 +90,16 @@ async def test_cancel_mid_stream_frees_queued_work(server, stub, kind):
     assert server.state.active_calls == 0
 
 
+@pytest.mark.parametrize("kind", ["ProcessStream", "Encode"])
+async def test_cancel_mid_stream_frees_queued_work(server, stub, kind):
+    engine = server.state.engine
+    before = engine.stats
+    call = _stream_call(stub, kind)
+    for _ in range(3):
+        await call.read()
+    await _cancel_and_check(server, call, before, kind)
+
+
 async def test_cancel_encode_all_frees_queued_work(server, stub):
     """The unary EncodeAll: cancelled once the engine has started on it, the rest is aborted."""
     engine = server.state.engine
@@ -104,15 +110,7 @@ async def test_cancel_encode_all_frees_queued_work(server, stub):
     while engine.stats.prompts_executed - before.prompts_executed < 3:
         assert time.monotonic() < deadline, "the engine never started on the call"
         await asyncio.sleep(0.005)
-    call.cancel()
-    at_cancel = engine.stats
-    settled = await _settle(engine)
-    executed, aborted = _work(before, settled)
-    assert executed + aborted == N, (executed, aborted)
-    after_cancel = settled.prompts_executed - at_cancel.prompts_executed
-    assert after_cancel <= SLACK, f"{after_cancel} prompts executed after the cancel"
-    assert aborted >= N - 60
-    assert server.state.active_calls == 0
+    await _cancel_and_check(server, call, before, "EncodeAll")
 
 
 async def test_disconnect_mid_stream_frees_queued_work(server):

@@ -51,7 +51,8 @@ def load(path: Path, dtype: torch.dtype = torch.float32) -> BertEmbeddingModel:
     return BertEmbeddingModel.load(path, d.hf_config, torch.device("cpu"), dtype)
 
 
-def embed(model: BertEmbeddingModel, path: Path, texts: list[str], normalize: bool) -> torch.Tensor:
+def padded_batch(path: Path, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids and 0/1 mask for ``texts``, truncated to the model's limit."""
     d = read_model_dir(path)
     tok = load_tokenizer(d.tokenizer_file)
     tok.enable_truncation(d.max_model_len)
@@ -62,6 +63,11 @@ def embed(model: BertEmbeddingModel, path: Path, texts: list[str], normalize: bo
     for i, row in enumerate(ids):
         inp[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
+    return inp, mask
+
+
+def embed(model: BertEmbeddingModel, path: Path, texts: list[str], normalize: bool) -> torch.Tensor:
+    inp, mask = padded_batch(path, texts)
     with torch.inference_mode():
         out = model.forward_tokens(inp, mask).float()
     return F.normalize(out, dim=-1) if normalize else out
@@ -166,16 +172,7 @@ def test_packed_execution_equals_padded():
     """Mixed-length batches run packed (linears on real tokens only) with the padded layout's results."""
     path = Path(default_model_path())
     model = load(path)
-    d = read_model_dir(path)
-    tok = load_tokenizer(d.tokenizer_file)
-    tok.enable_truncation(d.max_model_len)
-    ids = [e.ids for e in tok.encode_batch(TEXTS)]
-    seq = max(map(len, ids))
-    inp = torch.zeros(len(ids), seq, dtype=torch.long)
-    mask = torch.zeros(len(ids), seq, dtype=torch.long)
-    for i, row in enumerate(ids):
-        inp[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+    inp, mask = padded_batch(path, TEXTS)
     real = mask.bool()
     assert not bool(real.all())  # the batch really is padded
     with torch.inference_mode():
