@@ -44,18 +44,22 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pooling_service_pb2_grpc.PoolingServiceStub(channel)
 
-        async def call(req) -> int:
+        async def call(req) -> tuple[int, float]:
+            """(failed prompts, time.perf_counter() when the last result arrived)."""
             if rpc == "EncodeAll":  # unary: one response with every result
-                return sum(r.HasField("error") for r in (await stub.EncodeAll(req)).results)
-            errors = 0
+                results = (await stub.EncodeAll(req)).results
+                return sum(r.HasField("error") for r in results), time.perf_counter()
+            errors, last = 0, 0.0
             async for resp in stub.Encode(req):
                 errors += resp.HasField("error")
-            return errors
+                last = time.perf_counter()
+            return errors, last  # the stream has closed (status received) by now
 
         for req in requests[:warmup]:
             await call(req)
         queue = list(reversed(requests))
-        latencies: list[float] = []
+        latencies: list[float] = []  # call start -> call complete (status received)
+        result_latencies: list[float] = []  # call start -> last result received
         errors = 0
 
         async def worker() -> None:
@@ -63,8 +67,10 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
             while queue:
                 req = queue.pop()
                 t = time.perf_counter()
-                errors += await call(req)
+                failed, last = await call(req)
+                errors += failed
                 latencies.append(time.perf_counter() - t)
+                result_latencies.append(last - t)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -77,6 +83,7 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
         "p99_ms": 1e3 * percentile(latencies, 0.99),
         "errors": errors,
         "latencies_ms": [1e3 * x for x in latencies] if len(latencies) <= 2000 else [],
+        "result_latencies_ms": [1e3 * x for x in result_latencies] if len(latencies) <= 2000 else [],
     }
 
 
