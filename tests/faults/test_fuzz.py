@@ -36,12 +36,9 @@ from tests.faults._common import assert_documented
 CALL_TIMEOUT = 30  # a call still running after this is a hang
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-METHODS = {  # path -> server streaming?
-    "/poolstream.v1.PoolingService/Process": False,
-    "/poolstream.v1.PoolingService/ProcessStream": True,
-    "/poolstream.v1.PoolingService/Encode": True,
-    "/poolstream.v1.PoolingService/GetServerInfo": False,
-}
+_SERVICE = pb.DESCRIPTOR.services_by_name["PoolingService"]
+# Every method of the contract (a new RPC is fuzzed without editing this file): path -> server streaming?
+METHODS = {f"/{_SERVICE.full_name}/{m.name}": m.server_streaming for m in _SERVICE.methods}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +112,11 @@ def test_random_bytes_to_every_method(channel, path, data):
         req = pb.EncodeRequest.FromString(data)
         indices = sorted(pb.EncodeResponse.FromString(m).index for m in out)
         assert indices == list(range(len(req.prompts)))
+    if isinstance(out, list) and path.endswith("/EncodeAll"):
+        # The same fields (EncodeAllRequest mirrors EncodeRequest): one result per prompt, in order.
+        req = pb.EncodeAllRequest.FromString(data)
+        [message] = out
+        assert [r.index for r in pb.EncodeAllResponse.FromString(message).results] == list(range(len(req.prompts)))
 
 
 def test_server_survives_garbage_connections(server, channel):
