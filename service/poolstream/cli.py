@@ -29,6 +29,8 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-threads", type=int, default=d_engine.num_threads,
                    help="torch intra-op threads of the engine (0: one per core, capped by the CPU "
                    "affinity and a cgroup CPU quota); other threads use one")
+    g.add_argument("--no-cpu-side-lane", dest="cpu_side_lane", action="store_false",
+                   help="CPU: never run a second batch beside the core thread's under load")
     g.add_argument("--allowed-local-media-path", default=None,
                    help="directory under which plugins may read server-side files (default: none)")
     g.add_argument("--allow-url-fetch", action="store_true", help="let plugins fetch URLs (default: off)")
@@ -105,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
             max_num_seqs=args.max_num_seqs,
             max_queued_prompts=args.max_queued_prompts,
             num_threads=args.num_threads,
+            cpu_side_lane=args.cpu_side_lane,
         ),
         limits=LimitsConfig(
             max_receive_message_bytes=args.max_receive_message_bytes,

@@ -81,6 +81,9 @@ class EngineConfig:
     # torch intra-op threads of the engine core thread; 0 = one per core, capped by the
     # affinity mask and a cgroup CPU quota (engine/cpu_threads.py).
     num_threads: int = 0
+    # CPU text models only: under load, a second engine thread runs a batch on one torch
+    # thread beside the core thread's (engine/core.py, "the CPU side lane").
+    cpu_side_lane: bool = True
 
 
 @dataclass(frozen=True)

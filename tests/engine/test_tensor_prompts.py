@@ -96,3 +96,18 @@ async def test_core_crash_fails_pending_requests(tensor_engine, monkeypatch):
     assert not tensor_engine.is_running
     with pytest.raises(EngineDeadError):
         await first(tensor_engine.encode({"multi_modal_data": {"pixel_values": image(8, 8, 4)}}, None, "y"))
+
+
+async def test_tensor_models_run_without_the_cpu_side_lane(tmp_path, monkeypatch):
+    """Two raster batches in flight would double their memory: the side lane is for text models."""
+    monkeypatch.setitem(registry._MODELS, tiny.ARCH, ("tests.engine.tiny_tensor_model", "TinyConvSegmenter"))
+    config = PoolstreamConfig(ModelConfig.from_dir(tiny.write_model_dir(tmp_path)), EngineConfig(num_threads=2))
+    engine = await asyncio.to_thread(AsyncEngine.from_config, config)
+    await engine.start()
+    try:
+        assert not engine._core.side_lane and engine._core.side_thread is None
+        out = await first(engine.encode({"prompt_token_ids": [], "multi_modal_data": {"pixel_values": image(8, 8, 1)}},
+                                        None, "t"))
+        assert out.outputs.data.shape == (tiny.CLASSES, 8, 8)
+    finally:
+        await engine.shutdown()

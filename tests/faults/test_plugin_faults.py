@@ -115,7 +115,9 @@ async def test_hung_plugin_frees_its_engine_work(server, stub):
     executed = settled.prompts_executed - before.prompts_executed
     aborted = settled.prompts_aborted - before.prompts_aborted
     assert executed + aborted == 400, (executed, aborted)
-    assert aborted > 200, (executed, aborted)  # most of the request never ran
-    # Freed at once: at most the batch already running (2 prompts) finished after the error.
-    assert settled.prompts_executed - at_error.prompts_executed <= 2
+    assert aborted > 0, (executed, aborted)  # the part still queued never ran
+    # Freed at once: at most the batches already running finished after the error: 2 prompts
+    # each, and up to two batches (the core thread's and, on CPU, the side lane's).
+    in_flight = 2 * (2 if engine.inner._core.side_lane else 1)
+    assert settled.prompts_executed - at_error.prompts_executed <= in_flight
     assert settled.queued_prompts == 0 and settled.running_prompts == 0

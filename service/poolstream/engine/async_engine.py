@@ -101,7 +101,11 @@ class AsyncEngine:
         scheduler = Scheduler(ecfg.max_num_batched_tokens, ecfg.max_num_seqs,
                               **_padding_policy(runner.device.type))
         self._core = EngineCore(runner, processor, scheduler, self._lock, self._stats, self._post,
-                                num_threads=num_threads or ecfg.num_threads or default_engine_threads())
+                                num_threads=num_threads or ecfg.num_threads or default_engine_threads(),
+                                # Text models only: a tensor model's batches (rasters) are large
+                                # ops that gain little, and two in flight would double their memory.
+                                side_lane=(ecfg.cpu_side_lane and runner.device.type == "cpu"
+                                           and not runner.spec.tensor_inputs))
         self._processor = processor
         self._requests: dict[str, EngineRequest] = {}  # in flight, by request id
         self._seq = itertools.count()

@@ -1,4 +1,5 @@
-"""The engine core: one dedicated thread that owns all model work.
+"""The engine core: one dedicated thread that owns model work (on CPU under load,
+with a side lane: a second thread that runs one batch at a time beside it).
 
 Each iteration of ``run()``:
 
@@ -12,6 +13,9 @@ Each iteration of ``run()``:
    like TEI's batching task);
 4. deliver: every finished/failed request of the iteration goes back to the
    event loop with ONE ``loop.call_soon_threadsafe`` call.
+
+The side lane only schedules, executes and delivers (see "the CPU side
+lane" below); ingesting, and so tokenizing, stays on the core thread.
 
 Nothing here touches asyncio objects: futures are resolved by the callback,
 on the loop.
@@ -56,6 +60,7 @@ class EngineCore:
         stats: StatsTracker,
         deliver: Callable[[Finished], None],
         num_threads: int = 1,
+        side_lane: bool = False,
     ):
         self.runner = runner
         self.processor = processor
@@ -69,7 +74,17 @@ class EngineCore:
         self.thread: threading.Thread | None = None
         self.dead: EngineDeadError | None = None  # set (under the lock) when the thread ends
         self._stopping = False
-        self._running: set[EngineRequest] = set()  # in batches not yet completed (core thread only)
+        self._running: set[EngineRequest] = set()  # in batches not yet completed (under the lock)
+        # The CPU side lane (see _run_side): a second thread that runs batches on one torch
+        # thread while the core thread runs its own on num_threads - 1.
+        self.side_lane = side_lane and num_threads >= 2
+        self.side_thread: threading.Thread | None = None
+        self._side_cv = threading.Condition(lock)
+        self._side_go = False  # the core thread asks the side lane for one batch
+        self._side_busy = False
+        self._side_stop = False
+        self._core_parallel = False  # the core thread's batch runs beside the side lane's
+        self._core_threads = num_threads  # the core thread's current torch thread count
 
     # ---- called from the event loop -------------------------------------
 
@@ -80,6 +95,10 @@ class EngineCore:
         # torch's default for threads started later, which callers may then reset
         # (cpu_threads.confine_other_threads).
         self._configured.wait()
+        if self.side_lane:
+            self.side_thread = threading.Thread(target=self._run_side_guarded, name="poolstream-engine-side",
+                                                daemon=True)
+            self.side_thread.start()
 
     def submit(self, req: EngineRequest) -> None:
         self.inputs.put(req)
@@ -103,6 +122,7 @@ class EngineCore:
             death = EngineDeadError(f"engine died: {e!r}")
         else:
             death = EngineDeadError("engine was shut down")
+        self._stop_side_lane()  # its batch in flight completes and is delivered first
         # Under the lock: admission checks `dead` and enqueues under the same lock, so
         # nothing can slip into the queue after the drain below.
         with self.lock:
@@ -121,7 +141,12 @@ class EngineCore:
                 self.deliver(finished)
                 return
             batch = self._schedule(finished)
+            if batch and self.side_lane:
+                self._pick_lanes()
             handle = self._execute(batch, finished) if batch else None
+            if self._core_parallel:
+                with self.lock:
+                    self._core_parallel = False
             if pending is not None:
                 self._complete(pending, finished)
                 pending = None
@@ -135,6 +160,76 @@ class EngineCore:
             # Drop this iteration's references before blocking on the next input:
             # a batch's tensors may be views of a large shared buffer (a raster).
             batch = handle = finished = None  # type: ignore[assignment]
+
+    # ---- the CPU side lane ------------------------------------------------
+    #
+    # Why: on a small CPU the model's OpenMP threads share the cores with the
+    # event loop, gRPC and local clients. Whenever one of them preempts an
+    # OpenMP thread, its partner waits for it at the end of every op, so
+    # under load the forward ran ~25% slower than alone. With work queued
+    # beyond the core thread's batch, the core thread runs on num_threads - 1
+    # and this lane runs the next batch on one thread: no thread waits for
+    # another across lanes, and a preempted lane slows only itself. A lone
+    # request still gets every thread. libgomp counts only the threads it
+    # starts: the side lane never starts a team (one thread), so the process
+    # stays at num_threads OpenMP threads and is not throttled (cpu_threads).
+
+    def _pick_lanes(self) -> None:
+        """Core thread, batch chosen: run beside the side lane when more work is waiting."""
+        with self.lock:
+            more = self.scheduler.has_waiting()
+            if more and not self._side_busy:
+                self._side_go = True
+                self._side_cv.notify()
+            self._core_parallel = more or self._side_busy
+        want = self.num_threads - 1 if self._core_parallel else self.num_threads
+        if want != self._core_threads:
+            torch.set_num_threads(want)  # cheap; per thread (this one keeps its OpenMP pool)
+            self._core_threads = want
+
+    def _run_side_guarded(self) -> None:
+        try:
+            set_torch_threads(1)
+            self.runner.bind_thread()
+            with torch.inference_mode():
+                self._run_side()
+        except BaseException:  # noqa: BLE001 - the core thread carries on alone
+            logger.exception("engine side lane died; the core thread carries on alone")
+            with self.lock:
+                self.side_lane = False
+                self._side_busy = False
+
+    def _run_side(self) -> None:
+        while True:
+            with self._side_cv:
+                while not (self._side_go or self._side_stop):
+                    self._side_cv.wait()
+                if self._side_stop:
+                    return
+                self._side_go = False
+                self._side_busy = True
+            finished: Finished = []
+            try:
+                batch = self._schedule(finished)
+                handle = self._execute(batch, finished) if batch else None
+                if handle is not None:
+                    self._complete(handle, finished)
+            finally:
+                with self.lock:
+                    self._side_busy = False
+                    # Go on while work is left and the core thread runs beside this lane.
+                    self._side_go = self._core_parallel and self.scheduler.has_waiting()
+            if finished:
+                self.deliver(finished)
+            batch = handle = finished = None  # type: ignore[assignment]
+
+    def _stop_side_lane(self) -> None:
+        if self.side_thread is None:
+            return
+        with self._side_cv:
+            self._side_stop = True
+            self._side_cv.notify()
+        self.side_thread.join()
 
     def _ingest(self, block: bool, finished: Finished) -> None:
         new: list[EngineRequest] = []

@@ -13,7 +13,8 @@ threads at one torch thread each, the CPU was fully used again.
 
 The rules, applied by the engine and the server:
 
-- the core thread sets its own intra-op thread count (``engine_threads``);
+- the core thread sets its own intra-op thread count (``engine_threads``); the
+  CPU side lane (engine/core.py) runs on one thread and so starts no team;
 - the model is loaded in a short-lived thread (``run_in_fresh_thread``), so the
   team it creates ends with it;
 - the server confines every other thread it owns (the event loop and asyncio's

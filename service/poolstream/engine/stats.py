@@ -68,6 +68,7 @@ class StatsTracker:
     busy_s: float = 0.0
     throughput_prompts_per_s: float = 0.0
     recent: deque[BatchRecord] = field(default_factory=lambda: deque(maxlen=256))
+    _last_finished: float = 0.0
 
     def record_batch(self, request_ids: tuple[str, ...], tokens: int, padded: int,
                      started: float, finished: float) -> None:
@@ -77,8 +78,12 @@ class StatsTracker:
         self.last_batch_size = n
         self.total_tokens += tokens
         self.total_padded_tokens += padded
-        dt = max(finished - started, 1e-6)
-        self.busy_s += dt
+        self.busy_s += max(finished - started, 0.0)
+        # Throughput over wall time: from the later of this batch's start and the previous
+        # completion. One lane: the batch's own duration. Two lanes (the CPU side lane)
+        # overlap, and the time since the previous completion counts each prompt once.
+        dt = max(finished - max(started, self._last_finished), 1e-6)
+        self._last_finished = max(self._last_finished, finished)
         rate = n / dt
         ema = self.throughput_prompts_per_s
         self.throughput_prompts_per_s = rate if ema == 0.0 else _EMA_ALPHA * rate + (1 - _EMA_ALPHA) * ema
