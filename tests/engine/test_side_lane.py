@@ -74,3 +74,19 @@ async def test_shutdown_with_both_lanes_busy_fails_the_queue_and_stops_both(make
     assert not engine._core.thread.is_alive() and not engine._core.side_thread.is_alive()
     with pytest.raises(EngineDeadError):
         await first(engine.encode("after", None, "after"))
+
+
+def test_throughput_estimate_counts_overlapping_batches_once():
+    """Two lanes, 2-prompt batches of 100 ms each, 1 ms apart: 40 prompts/s in all. (A mean of
+    per-batch rates would read the 1 ms gaps as 2000 prompts/s and promise far too short waits.)"""
+    from poolstream.engine.stats import StatsTracker
+
+    st = StatsTracker()
+    t = 0.0
+    for _ in range(50):
+        st.record_batch(("a", "b"), 10, 10, t, t + 0.100)
+        st.record_batch(("c", "d"), 10, 10, t + 0.001, t + 0.101)
+        t += 0.100
+    assert 30 < st.throughput_prompts_per_s < 50, st.throughput_prompts_per_s
+    st.queued_prompts = 40
+    assert 0.8 < st.estimate_wait_s() < 1.4
