@@ -141,8 +141,8 @@ class EngineCore:
                 self.deliver(finished)
                 return
             batch = self._schedule(finished)
-            if batch and self.side_lane:
-                self._pick_lanes()
+            if batch and (self.side_lane or self._core_threads != self.num_threads):
+                self._pick_lanes()  # (the second case: the side lane died while in use)
             handle = self._execute(batch, finished) if batch else None
             if self._core_parallel:
                 with self.lock:
@@ -177,7 +177,7 @@ class EngineCore:
     def _pick_lanes(self) -> None:
         """Core thread, batch chosen: run beside the side lane when more work is waiting."""
         with self.lock:
-            more = self.scheduler.has_waiting()
+            more = self.side_lane and self.scheduler.has_waiting()
             if more and not self._side_busy:
                 self._side_go = True
                 self._side_cv.notify()
