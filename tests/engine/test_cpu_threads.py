@@ -17,10 +17,9 @@ import pytest
 from poolstream.engine.cpu_threads import cgroup_cpu_limit, default_engine_threads, run_in_fresh_thread
 
 
-def run_python(code: str, **env: str) -> str:
-    full_env = {**os.environ, **env}
+def run_python(code: str) -> str:
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                         env=full_env, timeout=300)
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip()
 
@@ -105,3 +104,13 @@ def test_cgroup_quota_caps_the_default(tmp_path):
     assert cgroup_cpu_limit(str(cpu_max)) is None
     assert cgroup_cpu_limit(str(tmp_path / "absent")) is None
     assert 1 <= default_engine_threads() <= (os.cpu_count() or 1)
+
+
+def test_default_engine_threads_is_capped_by_the_quota(monkeypatch):
+    """A pod limited to one CPU gets one engine thread, whatever torch would pick."""
+    import poolstream.engine.cpu_threads as cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "cgroup_cpu_limit", lambda: 1)
+    assert cpu_threads.default_engine_threads() == 1
+    monkeypatch.setattr(cpu_threads, "cgroup_cpu_limit", lambda: None)
+    assert cpu_threads.default_engine_threads() >= 1

@@ -30,7 +30,7 @@ import torch
 
 from poolstream.config import PoolstreamConfig
 from poolstream.engine.core import EngineCore, Finished
-from poolstream.engine.cpu_threads import default_engine_threads, run_in_fresh_thread, set_torch_threads
+from poolstream.engine.cpu_threads import engine_threads, run_in_fresh_thread, set_torch_threads
 from poolstream.engine.errors import (
     DeadlineExceededError,
     EngineDeadError,
@@ -101,7 +101,7 @@ class AsyncEngine:
         scheduler = Scheduler(ecfg.max_num_batched_tokens, ecfg.max_num_seqs,
                               **_padding_policy(runner.device.type))
         self._core = EngineCore(runner, processor, scheduler, self._lock, self._stats, self._post,
-                                num_threads=num_threads or ecfg.num_threads or default_engine_threads(),
+                                num_threads=num_threads or engine_threads(ecfg.num_threads),
                                 # Text models only: a tensor model's batches (rasters) are large
                                 # ops that gain little, and two in flight would double their memory.
                                 side_lane=(ecfg.cpu_side_lane and runner.device.type == "cpu"
@@ -121,7 +121,7 @@ class AsyncEngine:
         model_cls = resolve_model_class(mdir.architecture)
         device = resolve_device(ecfg.device)
         dtype = resolve_dtype(ecfg.dtype, device)
-        threads = ecfg.num_threads if ecfg.num_threads > 0 else default_engine_threads()
+        threads = engine_threads(ecfg.num_threads)
         t0 = time.monotonic()
 
         def load() -> ModelRunner:

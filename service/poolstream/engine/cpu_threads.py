@@ -85,6 +85,11 @@ def set_torch_threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def engine_threads(configured: int) -> int:
+    """The engine core's thread count: ``--num-threads`` when > 0, else the default above."""
+    return configured if configured > 0 else default_engine_threads()
+
+
 def single_threaded_torch() -> None:
     """Make the calling thread run torch ops on itself only (no OpenMP team)."""
     set_torch_threads(1)
@@ -109,11 +114,13 @@ def run_in_fresh_thread(fn: Callable[[], T], name: str = "poolstream-load") -> T
 
 
 def confine_other_threads(loop: asyncio.AbstractEventLoop, max_workers: int | None = None) -> ThreadPoolExecutor:
-    """One torch thread for the event loop, its default executor, and threads started later.
+    """One torch thread for the event loop and its default executor's threads.
 
     Call it on the loop's thread after the engine started (the core thread has
     set its own count by then; ``AsyncEngine.start`` waits for that). Returns
     the executor installed as the loop's default (``asyncio.to_thread`` uses it).
+    Threads started elsewhere later are not covered: they take torch's process
+    default, which the core thread moves whenever it switches lanes.
     """
     single_threaded_torch()  # this thread, and the default for threads started from now on
     executor = ThreadPoolExecutor(
