@@ -123,7 +123,10 @@ class Server:
     def __init__(self, model: str, args: argparse.Namespace):
         self.tmp = Path(tempfile.mkdtemp(prefix="poolstream-bench-"))
         port_file = self.tmp / "port"
-        cmd = [str(Path(sys.executable).parent / "poolstream"), "serve", "--model", model, "--host", "127.0.0.1",
+        script = Path(sys.executable).parent / "poolstream"
+        # `python -m poolstream` where packages were installed without scripts (pip --target).
+        launcher = [str(script)] if script.exists() else [sys.executable, "-m", "poolstream"]
+        cmd = [*launcher, "serve", "--model", model, "--host", "127.0.0.1",
                "--port", "0", "--port-file", str(port_file), "--device", args.device, "--dtype", args.dtype,
                "--no-access-log"]
         if (args.server_threads or args.threads) > 0:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The text benchmark on a CUDA machine: (ref) sentence-transformers, (a) direct
 # forward, (b) AsyncEngine, (c) gRPC server, all with --device cuda --dtype float16.
-# Needs a virtual environment with a CUDA build of torch (PYTHON=... to pick it).
+# Needs a Python with a CUDA build of torch (PYTHON=... to pick it; default
+# .venv/bin/python, else python3). bench/gpu_check.sh runs this after tests/gpu.
 # Finishes in well under 5 minutes on one H100/A100-class GPU.
 #
 #   bench/gpu.sh                 # defaults below
@@ -9,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+[[ -x "$PY" ]] || PY=python3
 
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "bench/gpu.sh: torch in $PY sees no CUDA device ($("$PY" -c 'import torch; print(torch.__version__)'))" >&2

@@ -58,6 +58,14 @@ class ServerProcess:
             return self.proc.wait()
 
 
+def poolstream_command() -> list[str]:
+    """The ``poolstream`` console script, or ``python -m poolstream`` where packages were
+    installed without scripts next to the interpreter (``pip install --target``, as on
+    the GPU machine of bench/gpu_check.sh)."""
+    script = BIN / "poolstream"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "poolstream"]
+
+
 def launch_server(*args: str, env: dict[str, str] | None = None, wait: bool = True,
                   timeout: float = 120) -> ServerProcess:
     """Start ``poolstream serve --port 0`` and wait for SERVING (its --port-file)."""
@@ -65,7 +73,7 @@ def launch_server(*args: str, env: dict[str, str] | None = None, wait: bool = Tr
     port_file, log_path = tmp / "port", tmp / "server.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [str(BIN / "poolstream"), "serve", "--host", "127.0.0.1", "--port", "0",
+        [*poolstream_command(), "serve", "--host", "127.0.0.1", "--port", "0",
          "--port-file", str(port_file), *args],
         stdout=log, stderr=subprocess.STDOUT, env=env or subprocess_env(), cwd=ROOT,
     )

@@ -1,0 +1,160 @@
+"""Where the engine's time goes under load: per-iteration stage times of the core
+thread, and CPU time per prompt of each thread.
+
+    .venv/bin/python bench/engine_stages.py                        # CPU, embedded model
+    python3 bench/engine_stages.py --device cuda --model DIR --n 8192 --profile 25
+
+``--concurrency`` clients each send one text at a time (path (b) of
+bench_text.py). The core thread's methods are wrapped with timers (the engine
+code is unchanged); ``--switch-interval`` runs the load once per value of
+``sys.setswitchinterval`` (how long a thread may hold the GIL while another
+waits for it), side by side in one process; ``--profile N`` prints the core
+thread's N costliest functions (cProfile) for the first value; ``--rounds``
+repeats the load on the same engine (warm-up effects show as a drift).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_worker import engine_load  # noqa: E402
+from sentences import sentences  # noqa: E402
+
+from poolstream.config import EngineConfig, ModelConfig, PoolstreamConfig, default_model_path  # noqa: E402
+from poolstream.engine import AsyncEngine  # noqa: E402
+
+STAGES = ("_ingest", "_schedule", "_execute", "_complete", "deliver")
+
+
+def instrument(core, times: dict[str, list[float]], shapes: list[tuple[float, int, int]]) -> None:
+    """Wrap the core's stage methods (instance attributes shadow the class's); ``shapes``
+    gets (execute seconds, batch size, longest prompt) per batch."""
+    for name in STAGES:
+        fn = getattr(core, name)
+
+        def timed(*a, _fn=fn, _name=name, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*a, **kw)
+            finally:
+                dt = time.perf_counter() - t0
+                times[_name].append(dt)
+                if _name == "_execute":
+                    batch = a[0]
+                    shapes.append((dt, len(batch), max(r.cost for r in batch)))
+
+        setattr(core, name, timed)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of each thread of this process, by name (OS threads by id)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        name = names.get(int(tid), "other (tokenizer, OpenMP, CUDA)")
+        out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+async def run(args, switch: float, profile: bool) -> None:
+    sys.setswitchinterval(switch)
+    cfg = PoolstreamConfig(ModelConfig.from_dir(args.model or default_model_path()),
+                           EngineConfig(device=args.device, dtype=args.dtype, num_threads=args.num_threads))
+    engine = await asyncio.to_thread(AsyncEngine.from_config, cfg)
+    core = engine._core
+    if args.no_script:
+        core.runner.model._scripted = None  # eager encoder
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        inner = core._run
+
+        def profiled_run():
+            prof.enable()
+            try:
+                inner()
+            finally:
+                prof.disable()
+
+        core._run = profiled_run
+    await engine.start()
+    texts = sentences(args.n, seed=3)
+    await engine_load(engine, texts[:256], args.concurrency, "warm")
+    times: dict[str, list[float]] = defaultdict(list)
+    shapes: list[tuple[float, int, int]] = []
+    instrument(core, times, shapes)
+    variant = f"switch interval {switch * 1e3:g} ms" + (", eager encoder" if args.no_script else "")
+    for r in range(args.rounds):
+        if prof:
+            prof.clear()
+        times.clear()
+        shapes.clear()
+        cpu0 = thread_cpu_s()
+        result = await engine_load(engine, texts, args.concurrency, f"load{r}")
+        cpu1 = thread_cpu_s()
+        n = args.n
+        print(f"\n### {variant}, round {r + 1}: {result['throughput']:,.0f} prompts/s, "
+              f"avg batch {result['avg_batch']:.1f}, p50 {result['p50_ms']:.1f} ms, "
+              f"{len(times['deliver'])} iterations\n")
+        print("| core stage | p50 ms | p90 ms | p99 ms | max ms | total s |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in STAGES:
+            v = times[name]
+            if v:
+                print(f"| {name.strip('_')} | {1e3 * pct(v, 0.5):.3f} | {1e3 * pct(v, 0.9):.3f} | "
+                      f"{1e3 * pct(v, 0.99):.3f} | {1e3 * max(v):.3f} | {sum(v):.2f} |")
+        slow = sorted(shapes, reverse=True)[:5]
+        print("\nslowest executes (ms, batch, longest prompt): "
+              + ", ".join(f"({1e3 * t:.1f}, {b}, {s})" for t, b, s in slow))
+        print("\n| thread | CPU us per prompt |\n|---|---:|")
+        for name in sorted(cpu1, key=lambda k: -(cpu1[k] - cpu0.get(k, 0))):
+            d = cpu1[name] - cpu0.get(name, 0)
+            if d > 0:
+                print(f"| {name} | {1e6 * d / n:.1f} |")
+        if prof and r == args.rounds - 1:
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.profile)
+            print("\n```\n" + "\n".join(s.getvalue().splitlines()[:args.profile + 12]) + "\n```")
+    await engine.shutdown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--num-threads", type=int, default=0)
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--switch-interval", type=float, nargs="+", default=[0.005], help="seconds")
+    ap.add_argument("--profile", type=int, default=0, metavar="N")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--no-script", action="store_true", help="run the BERT encoder eagerly (no TorchScript)")
+    args = ap.parse_args()
+    for i, switch in enumerate(args.switch_interval):
+        asyncio.run(run(args, switch, profile=args.profile > 0 and i == 0))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Everything to check on a CUDA machine, in one go (about 5 minutes on one H100):
+#   1. tests/gpu: the engine and the server on CUDA (float32 against
+#      sentence-transformers, float16/bfloat16 closeness, batching, abort, the
+#      queue bound, cancellation, health under load, geotiff segmentation), with
+#      the figures each test prints;
+#   2. bench/gpu.sh: the text benchmark with --device cuda --dtype float16.
+#
+#   bench/gpu_check.sh                          # the embedded model, .venv/bin/python
+#   PYTHON=python3 POOLSTREAM_TEST_MODEL_DIR=/models/minilm bench/gpu_check.sh
+#
+# Logs go to $LOG_DIR (default bench/results); the benchmark also saves its table there.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+LOG_DIR=${LOG_DIR:-bench/results}
+mkdir -p "$LOG_DIR"
+stamp=$(date +%Y%m%d-%H%M%S)
+model_args=()
+[[ -n "${POOLSTREAM_TEST_MODEL_DIR:-}" ]] && model_args=(--model "$POOLSTREAM_TEST_MODEL_DIR")
+
+"$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "device",
+          torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'
+# -rs: a skip (no CUDA) must show, not pass silently.
+timeout 200 "$PY" -m pytest tests/gpu -q -s -rs -p no:cacheprovider 2>&1 \
+    | grep -v '^Loading weights' | tee "$LOG_DIR/$stamp-gpu-tests.log"
+tests_rc=${PIPESTATUS[0]}
+PYTHON=$PY bash bench/gpu.sh "${model_args[@]}" 2>&1 | tee "$LOG_DIR/$stamp-gpu-bench.log"
+bench_rc=${PIPESTATUS[0]}
+echo "gpu_check: tests exit $tests_rc, benchmark exit $bench_rc"
+exit $(( tests_rc || bench_rc ))
