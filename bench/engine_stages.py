@@ -10,7 +10,9 @@ code is unchanged); ``--switch-interval`` runs the load once per value of
 ``sys.setswitchinterval`` (how long a thread may hold the GIL while another
 waits for it), side by side in one process; ``--profile N`` prints the core
 thread's N costliest functions (cProfile) for the first value; ``--rounds``
-repeats the load on the same engine (warm-up effects show as a drift).
+repeats the load on the same engine (warm-up effects show as a drift);
+``--torch-profile`` records the core thread with torch.profiler (its ops,
+and CUDA kernels on a GPU) for a Chrome trace and an op table.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_worker import engine_load  # noqa: E402
@@ -62,6 +66,21 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def torch_profiled(run, trace: str, out: list) -> callable:
+    """``run`` (the core thread's loop) under torch.profiler, which records the ops of
+    the thread that starts it (and CUDA kernels where there is a GPU); the Chrome
+    trace goes to ``trace`` and the profile into ``out`` when the loop ends."""
+    def wrapped():
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            run()
+        prof.export_chrome_trace(trace)
+        out.append(prof)
+    return wrapped
+
+
 def thread_cpu_s() -> dict[str, float]:
     """CPU seconds of each thread of this process, by name (OS threads by id)."""
     names = {t.native_id: t.name for t in threading.enumerate()}
@@ -78,7 +97,7 @@ def thread_cpu_s() -> dict[str, float]:
     return out
 
 
-async def run(args, switch: float, profile: bool) -> None:
+async def run(args, switch: float, first: bool) -> None:
     sys.setswitchinterval(switch)
     cfg = PoolstreamConfig(ModelConfig.from_dir(args.model or default_model_path()),
                            EngineConfig(device=args.device, dtype=args.dtype, num_threads=args.num_threads))
@@ -86,7 +105,7 @@ async def run(args, switch: float, profile: bool) -> None:
     core = engine._core
     if args.no_script:
         core.runner.model._scripted = None  # eager encoder
-    prof = cProfile.Profile() if profile else None
+    prof = cProfile.Profile() if args.profile and first else None
     if prof:
         inner = core._run
 
@@ -98,6 +117,9 @@ async def run(args, switch: float, profile: bool) -> None:
                 prof.disable()
 
         core._run = profiled_run
+    tprof: list = []
+    if args.torch_profile and first:
+        core._run = torch_profiled(core._run, args.torch_profile, tprof)
     await engine.start()
     texts = sentences(args.n, seed=3)
     await engine_load(engine, texts[:256], args.concurrency, "warm")
@@ -137,6 +159,9 @@ async def run(args, switch: float, profile: bool) -> None:
             pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.profile)
             print("\n```\n" + "\n".join(s.getvalue().splitlines()[:args.profile + 12]) + "\n```")
     await engine.shutdown()
+    if tprof:
+        print(f"\ntorch.profiler over the core thread, warm-up and every round (trace: {args.torch_profile}):"
+              "\n```\n" + tprof[0].key_averages().table(sort_by="self_cpu_time_total", row_limit=25) + "\n```")
 
 
 def main() -> None:
@@ -150,10 +175,12 @@ def main() -> None:
     ap.add_argument("--switch-interval", type=float, nargs="+", default=[0.005], help="seconds")
     ap.add_argument("--profile", type=int, default=0, metavar="N")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--torch-profile", default=None, metavar="TRACE.json",
+                    help="torch.profiler over the core thread (first variant): op table, Chrome trace to this file")
     ap.add_argument("--no-script", action="store_true", help="run the BERT encoder eagerly (no TorchScript)")
     args = ap.parse_args()
     for i, switch in enumerate(args.switch_interval):
-        asyncio.run(run(args, switch, profile=args.profile > 0 and i == 0))
+        asyncio.run(run(args, switch, first=i == 0))
 
 
 if __name__ == "__main__":

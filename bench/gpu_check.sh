@@ -4,7 +4,8 @@
 #      sentence-transformers, float16/bfloat16 closeness, batching, abort, the
 #      queue bound, cancellation, health under load, geotiff segmentation), with
 #      the figures each test prints;
-#   2. bench/gpu.sh: the text benchmark with --device cuda --dtype float16.
+#   2. bench/gpu.sh: the text benchmark with --device cuda --dtype float16;
+#   3. bench/engine_stages.py: the engine core's stage timings and profiles.
 #
 #   bench/gpu_check.sh                          # the embedded model, .venv/bin/python
 #   PYTHON=python3 POOLSTREAM_TEST_MODEL_DIR=/models/minilm bench/gpu_check.sh
@@ -27,5 +28,10 @@ timeout 200 "$PY" -m pytest tests/gpu -q -s -rs -p no:cacheprovider 2>&1 \
 tests_rc=${PIPESTATUS[0]}
 PYTHON=$PY bash bench/gpu.sh "${model_args[@]}" 2>&1 | tee "$LOG_DIR/$stamp-gpu-bench.log"
 bench_rc=${PIPESTATUS[0]}
+# Where the engine's time goes on this GPU: stage timings, cProfile and a torch.profiler
+# trace of the core thread (README, "On a GPU": one batch in ten launched slowly on an H100).
+timeout 120 "$PY" bench/engine_stages.py --device cuda "${model_args[@]}" --n 4096 --profile 25 \
+    --torch-profile "$LOG_DIR/$stamp-engine-trace.json" 2>&1 | grep -v '^Loading weights' \
+    > "$LOG_DIR/$stamp-engine-stages.md"
 echo "gpu_check: tests exit $tests_rc, benchmark exit $bench_rc"
 exit $(( tests_rc || bench_rc ))
