@@ -19,7 +19,8 @@
 
 Then single-request latency: one sentence via a direct forward, via the
 engine, and via gRPC (sequential calls); the gRPC overhead is the p50
-difference. Each throughput is the median of ``--rounds`` interleaved
+difference. A health Check from the same client, in the same blocks, gives
+the bare gRPC round trip (transport and client) for scale. Each throughput is the median of ``--rounds`` interleaved
 rounds (the paths alternate, so background load hits them alike).
 Markdown goes to stdout and, with ``--save``, to bench/results/.
 """
@@ -236,7 +237,7 @@ def main() -> None:
     # of 20 so that background load drifts hit them alike.
     lat_direct: list[float] = []
     lat_engine: list[float] = []
-    lat_grpc: dict[str, list[float]] = {"result": [], "closed": [], "unary": []}
+    lat_grpc: dict[str, list[float]] = {"result": [], "closed": [], "unary": [], "rtt": []}
     for block in range(max(1, args.latency_n // 20)):
         one = sentences(20, seed=100 + block)
         lat_direct += [direct.one(t) for t in one]
@@ -247,6 +248,8 @@ def main() -> None:
             lat_grpc["closed"] += [x / 1e3 for x in streamed["latencies_ms"]]
             unary = server.load(20, 1, 1, seed=100 + block, rpc="EncodeAll")
             lat_grpc["unary"] += [x / 1e3 for x in unary["latencies_ms"]]
+            rtt = server.load(20, 1, 1, seed=100 + block, rpc="Check")
+            lat_grpc["rtt"] += [x / 1e3 for x in rtt["latencies_ms"]]
     load_after = os.getloadavg()
 
     engine.close()
@@ -320,6 +323,11 @@ def render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_rea
         if lat_grpc.get(key):
             g50 = 1e3 * statistics.median(lat_grpc[key])
             lines.append(f"| {name} | {g50:.2f} | {g50 - d50:+.2f} ms |")
+    if lat_grpc.get("rtt"):
+        # The same client's bare round trip: how much of the gRPC overhead is transport and
+        # client, which no server change removes (the server's own share is the rest).
+        r50 = 1e3 * statistics.median(lat_grpc["rtt"])
+        lines.append(f"| gRPC health Check, same client (bare round trip, no model work) | {r50:.2f} | |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,8 @@
 
 Each of ``concurrency`` workers sends Encode (or, with ``--rpc EncodeAll``,
 EncodeAll) calls of ``per-request`` sentences
-back to back until ``n`` sentences were sent. Prints one JSON line:
+back to back until ``n`` sentences were sent. ``--rpc Check`` sends ``n`` health
+checks instead: the bare round trip of this client, with no model work. Prints one JSON line:
 {"sentences", "elapsed_s", "throughput", "p50_ms", "p99_ms", "errors"}.
 """
 
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sentences import sentences  # noqa: E402
@@ -39,13 +41,18 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
     message = pooling_service_pb2.EncodeAllRequest if rpc == "EncodeAll" else pooling_service_pb2.EncodeRequest
     requests = [
         message(prompts=[pooling_pb2.Prompt(text=t) for t in texts[i:i + per_request]])
+        if rpc != "Check" else health_pb2.HealthCheckRequest()
         for i in range(0, n, per_request)
     ]
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pooling_service_pb2_grpc.PoolingServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
 
         async def call(req) -> tuple[int, float]:
             """(failed prompts, time.perf_counter() when the last result arrived)."""
+            if rpc == "Check":  # unary, answered by the health servicer: no engine work
+                await health.Check(req)
+                return 0, time.perf_counter()
             if rpc == "EncodeAll":  # unary: one response with every result
                 results = (await stub.EncodeAll(req)).results
                 return sum(r.HasField("error") for r in results), time.perf_counter()
@@ -95,8 +102,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rpc", choices=["Encode", "EncodeAll"], default="Encode",
-                    help="server-streaming Encode or unary EncodeAll")
+    ap.add_argument("--rpc", choices=["Encode", "EncodeAll", "Check"], default="Encode",
+                    help="server-streaming Encode, unary EncodeAll, or health Check (bare round trip)")
     a = ap.parse_args()
     print(json.dumps(asyncio.run(run(a.address, a.concurrency, a.per_request, a.n, a.warmup, a.seed, a.rpc))))
 

@@ -6,6 +6,8 @@ Wire format: little-endian, row-major, no padding; bfloat16 travels as its raw
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -36,6 +38,7 @@ OUTPUT_DTYPES = {
 }
 _OUTPUT_TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MAX_TENSOR_RANK = 8
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def dtype_to_proto(dtype: torch.dtype) -> int:
@@ -75,7 +78,12 @@ def tensor_to_proto(
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
-    if output_dtype == "binary":
+    if t.dtype is torch.float32 and output_dtype == "float32" and _LITTLE_ENDIAN and t.is_contiguous():
+        # The common case (an embedding row): its bytes as they are. Skips the dtype
+        # conversion and byte-order ops below, which after a forward run cache-cold
+        # (~60 us instead of ~160 us on the 2-core CPU).
+        msg = tensor_pb2.Tensor(dtype=DT.DTYPE_FLOAT32, shape=t.shape, data=t.numpy().tobytes())
+    elif output_dtype == "binary":
         bits = np.packbits((t > 0).numpy().reshape(-1))
         msg = tensor_pb2.Tensor(dtype=DT.DTYPE_BINARY, shape=list(t.shape), data=bits.tobytes())
     else:

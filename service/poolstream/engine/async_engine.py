@@ -184,22 +184,32 @@ class AsyncEngine:
         before batching), RequestAbortedError, EngineDeadError, EngineError.
         Cancelling or closing the consumer aborts the request.
         """
+        # Closing the generator after the output has nothing left to abort: the request
+        # has finished by then.
+        yield await self.encode_one(prompt, params, request_id, priority, deadline)
+
+    async def encode_one(
+        self,
+        prompt: PromptType,
+        params: PoolingParams | None,
+        request_id: str,
+        priority: int = 0,
+        deadline: float | None = None,
+    ) -> PoolingRequestOutput:
+        """``encode()`` as a coroutine that returns the output: same errors, and
+        cancelling it aborts the request. The server's single-prompt path uses it
+        (one await instead of an async generator to iterate and close)."""
         if self._loop is None:
             await self.start()
         req = self._admit(prompt, params or PoolingParams(), request_id, priority, deadline)
         try:
-            out = await req.future  # type: ignore[misc]
+            return await req.future  # type: ignore[misc]
         except asyncio.CancelledError:
             self._abort(req, cancelled=True)
             raise
         finally:
             if self._requests.get(req.request_id) is req:
                 del self._requests[req.request_id]
-        try:
-            yield out
-        except GeneratorExit:  # closed after the result: nothing left to abort
-            self._abort(req, cancelled=True)
-            raise
 
     def abort(self, request_ids: str | Iterable[str]) -> None:
         """Abort requests by id. Queued ones are never executed; their encode() raises

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from poolstream.engine.errors import EngineError
 from poolstream.engine.request import EngineRequest
@@ -75,6 +74,12 @@ class BatchHandle:
         return rows  # type: ignore[return-value]
 
 
+def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, p=2, dim=-1)`` (same ops, same values) without its Python wrapper and
+    ``expand_as``: one op fewer on the lone-request path, where each op runs cache-cold."""
+    return x / x.norm(2.0, -1, True).clamp_min(1e-12)
+
+
 class ModelRunner:
     def __init__(self, model: PoolingModel, device: torch.device, dtype: torch.dtype):
         self.model = model
@@ -87,6 +92,12 @@ class ModelRunner:
 
     def _collate_tokens(self, batch: list[EngineRequest]) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(batch)
+        if n == 1 and not self.is_cuda:
+            # A lone prompt has no padding: two small ops instead of the numpy masking below.
+            # After a forward has flushed the CPU caches, every op on this path is a cache-cold
+            # one; measured on the 2-core CPU: ~75 us here vs ~200 us for the general path.
+            ids = torch.tensor([batch[0].token_ids], dtype=torch.int64)
+            return ids, torch.ones_like(ids)
         lens = np.fromiter((len(r.token_ids) for r in batch), dtype=np.int64, count=n)
         seq = int(lens.max())
         # [n, seq] right-padded ids and 0/1 mask, built with two numpy ops instead of n row copies.
@@ -141,7 +152,8 @@ class ModelRunner:
 
     def _postprocess(self, out: torch.Tensor, batch: list[EngineRequest]) -> list[tuple[torch.Tensor, list[int]]]:
         """Normalize / Matryoshka-truncate per request, as few ops as the batch allows."""
-        out = out.float()
+        if out.dtype is not torch.float32:
+            out = out.float()
         if out.dim() != 2:  # dense outputs (segmentation maps): nothing to normalise
             return [(out, list(range(len(batch))))]
         groups: dict[tuple[bool, int | None], list[int]] = {}
@@ -153,7 +165,7 @@ class ModelRunner:
             if dims is not None:
                 x = x[:, :dims]
             if normalize:
-                x = F.normalize(x, p=2.0, dim=-1)  # after truncation: Matryoshka re-normalises
+                x = _l2_normalize(x)  # after truncation: Matryoshka re-normalises
             parts.append((x, idx))
         return parts
 

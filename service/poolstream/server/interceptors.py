@@ -26,12 +26,14 @@ from poolstream.server.metrics import ServerMetrics
 from poolstream.server.observability import (
     CURRENT_CALL,
     CallContext,
-    end_span,
-    metadata_value,
+    TraceContext,
     choose_request_id,
-    otel_server_span,
+    end_span,
+    finish_server_span,
+    metadata_value,
     parse_traceparent,
     span_ids_of,
+    start_server_span,
 )
 from poolstream.server.security import TokenAuthenticator
 
@@ -121,16 +123,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     # -- per-call bookkeeping ------------------------------------------------
-    def _begin(self, method: str, metadata, request: Any, context) -> CallContext:
+    def _begin(self, method: str, metadata, request: Any) -> CallContext:
         call = CallContext(method=method, trace=parse_traceparent(metadata_value(metadata, "traceparent")))
         client_id = getattr(request, "request_id", "") if not isinstance(request, _Malformed) else ""
         call.request_id = choose_request_id(client_id, metadata)
-        try:
-            call.peer = context.peer() or ""
-        except Exception:  # noqa: BLE001  the peer is only for the access log
-            call.peer = ""
         if self.metrics is not None:
-            self.metrics.in_flight.labels(method).inc()
+            self.metrics.in_flight_of(method).inc()
         return call
 
     def _end(self, call: CallContext, context, exc: BaseException | None) -> None:
@@ -138,11 +136,16 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         duration = time.monotonic() - call.start
         end_span(call.span, code, call.reason)
         if self.metrics is not None:
-            self.metrics.in_flight.labels(call.method).dec()
+            self.metrics.in_flight_of(call.method).dec()
             self.metrics.observe_call(call.method, code, duration, call.reason)
         if self.access_log:
             level = logging.INFO if call.method.startswith(POOLING_PREFIX) else logging.DEBUG
             if access_logger.isEnabledFor(level):
+                # The peer is read only for a line that is written (it is for the log alone).
+                try:
+                    call.peer = context.peer() or ""
+                except Exception:  # noqa: BLE001
+                    call.peer = ""
                 access_logger.log(
                     level,
                     "%s %s%s %.1fms",
@@ -151,23 +154,27 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                            "peer": call.peer},
                 )
 
-    def _enter_span(self, call: CallContext, metadata):
-        span_cm = otel_server_span(call.method, metadata)
-        span = call.span = span_cm.__enter__()
+    def _enter(self, method: str, request: Any, context) -> tuple[CallContext, Any, Any]:
+        """Per-call setup: (call, context-variable token, span token)."""
+        metadata = tuple(context.invocation_metadata() or ())
+        call = self._begin(method, metadata, request)
+        token = CURRENT_CALL.set(call)
+        span, span_token = start_server_span(method, metadata)
+        call.span = span
         ids = span_ids_of(span)
         if ids is not None and call.trace is not None:
             # Logs show the caller's trace id and this server span's id.
-            from poolstream.server.observability import TraceContext
-
             call.trace = TraceContext(ids[0], ids[1], call.trace.flags, call.trace.version)
-        return span_cm
+        return call, token, span_token
+
+    def _exit(self, call: CallContext, token, span_token, context, exc: BaseException | None) -> None:
+        self._end(call, context, exc)
+        finish_server_span(call.span, span_token)
+        _reset(token)
 
     def _wrap_unary(self, behavior, method):
         async def unary(request, context):
-            metadata = tuple(context.invocation_metadata() or ())
-            call = self._begin(method, metadata, request, context)
-            token = CURRENT_CALL.set(call)
-            span_cm = self._enter_span(call, metadata)
+            call, token, span_token = self._enter(method, request, context)
             exc: BaseException | None = None
             try:
                 if isinstance(request, _Malformed):
@@ -177,9 +184,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 exc = e
                 raise
             finally:
-                self._end(call, context, exc)
-                span_cm.__exit__(None, None, None)
-                _reset(token)
+                self._exit(call, token, span_token, context, exc)
 
         return unary
 
@@ -187,10 +192,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         is_gen = inspect.isasyncgenfunction(behavior)
 
         async def stream(request, context):
-            metadata = tuple(context.invocation_metadata() or ())
-            call = self._begin(method, metadata, request, context)
-            token = CURRENT_CALL.set(call)
-            span_cm = self._enter_span(call, metadata)
+            call, token, span_token = self._enter(method, request, context)
             exc: BaseException | None = None
             try:
                 if isinstance(request, _Malformed):
@@ -209,9 +211,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 exc = e
                 raise
             finally:
-                self._end(call, context, exc)
-                span_cm.__exit__(None, None, None)
-                _reset(token)
+                self._exit(call, token, span_token, context, exc)
 
         return stream
 

@@ -95,6 +95,9 @@ class ServerMetrics:
                                            buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("poolstream_batch_size", "Prompts per engine batch",
                                     buckets=_BATCH_BUCKETS, registry=r)
+        self._in_flight_children: dict[str, Gauge] = {}
+        self._call_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._prompt_children: dict[str, Counter] = {}
         self._http = None
         self.port = 0
         self._last_batch = 0  # index of the last engine batch recorded
@@ -118,9 +121,28 @@ class ServerMetrics:
             self._http = None
 
     # -- recording -----------------------------------------------------------
+    # Labelled children are looked up once per label set: ``labels()`` validates and locks on
+    # every call, a measurable part of a ~10 ms request. Methods and codes are few (an
+    # unknown method never reaches the interceptor), so the caches stay small.
+    def in_flight_of(self, method: str) -> Gauge:
+        child = self._in_flight_children.get(method)
+        if child is None:
+            child = self._in_flight_children[method] = self.in_flight.labels(method)
+        return child
+
+    def prompts_of(self, outcome: str) -> Counter:
+        child = self._prompt_children.get(outcome)
+        if child is None:
+            child = self._prompt_children[outcome] = self.prompts.labels(outcome)
+        return child
+
     def observe_call(self, method: str, code: str, duration_s: float, reason: str = "") -> None:
-        self.requests.labels(method, code).inc()
-        self.duration.labels(method).observe(duration_s)
+        children = self._call_children.get((method, code))
+        if children is None:
+            children = self._call_children[(method, code)] = (
+                self.requests.labels(method, code), self.duration.labels(method))
+        children[0].inc()
+        children[1].observe(duration_s)
         if code != "OK":
             self.errors.labels(method, code, reason or "-").inc()
 
@@ -244,6 +266,48 @@ class ObservedEngine:
         stream = self._engine.encode(prompt, params, request_id, priority, deadline)
         return self._observe(stream, call, request_id)
 
+    async def encode_one(self, prompt: Any, params: Any, request_id: str, priority: int = 0,
+                         deadline: float | None = None) -> Any:
+        """``encode`` awaited for its one output (the server's single-prompt path): the
+        same marks and metrics as ``_observe``, without an async generator on each side."""
+        inner = getattr(self._engine, "encode_one", None)
+        if inner is None:  # an engine with the generator API only
+            out = None
+            async for result in self.encode(prompt, params, request_id, priority, deadline):
+                out = result
+            return out
+        call = current_call()
+        metrics = self._metrics
+        marks = call.marks if call is not None else {}
+        submitted = time.monotonic()
+        if metrics is not None:
+            metrics.note_submitted(request_id, submitted)
+        # While this await is pending the engine works for the call (queued or batched).
+        marks["waiting"] = marks.get("waiting", 0) + 1
+        marks["activity"] = submitted
+        try:
+            out = await inner(prompt, params, request_id, priority, deadline)
+        except BaseException as e:
+            marks["waiting"] -= 1
+            marks["activity"] = time.monotonic()
+            if metrics is not None:
+                metrics.prompts_of("cancelled" if isinstance(e, asyncio.CancelledError) else "error").inc()
+            raise
+        marks["waiting"] -= 1
+        marks["activity"] = now = time.monotonic()
+        outcome = "error"
+        if getattr(out, "finished", True):
+            outcome = "ok"
+            marks.setdefault("produced", []).append(now)
+            marks["last_output"] = now
+            if metrics is not None:
+                metrics.prompt_latency.observe(now - submitted)
+                ids = getattr(out, "prompt_token_ids", None)
+                metrics.tokens.inc(len(ids) if ids else 1)
+        if metrics is not None:
+            metrics.prompts_of(outcome).inc()
+        return out
+
     async def _observe(self, stream: AsyncIterator[Any], call, request_id: str) -> AsyncIterator[Any]:
         metrics = self._metrics
         marks = call.marks if call is not None else {}
@@ -280,7 +344,7 @@ class ObservedEngine:
             raise
         finally:
             if metrics is not None:
-                metrics.prompts.labels(outcome).inc()
+                metrics.prompts_of(outcome).inc()
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
