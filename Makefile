@@ -61,6 +61,10 @@ bench: setup ## Text benchmark (ST reference, direct forward, engine, gRPC) and 
 	$(PY) bench/bench_health.py
 .PHONY: bench
 
+gpu-check: setup ## On a CUDA machine: tests/gpu, the GPU benchmark and engine stage timings (bench/gpu_check.sh)
+	bench/gpu_check.sh
+.PHONY: gpu-check
+
 test: setup client-setup lint breaking ## Set up everything and run every test
 	$(BIN)/pytest -q
 .PHONY: test

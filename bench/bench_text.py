@@ -19,9 +19,17 @@
 
 Then single-request latency: one sentence via a direct forward, via the
 engine, and via gRPC (sequential calls); the gRPC overhead is the p50
-difference. A health Check from the same client, in the same blocks, gives
-the bare gRPC round trip (transport and client) for scale. Each throughput is the median of ``--rounds`` interleaved
-rounds (the paths alternate, so background load hits them alike).
+difference. A second overhead column subtracts each call's own batch time
+(the direct path times its batch; the engine reports it, over gRPC in the
+poolstream-inference-time-ms trailer), since the forward itself runs up to
+~1 ms faster or slower in one process than in another. A health Check from
+the same client, in the same blocks, gives the bare gRPC round trip
+(transport and client) for scale. Where the Go latency probe is built
+(clients/go, ``make client-build``), the same calls are also made from Go,
+which shows the server's overhead without the Python client's own cost.
+
+Each throughput is the median of ``--rounds`` interleaved rounds (the paths
+alternate, so background load hits them alike).
 Markdown goes to stdout and, with ``--save``, to bench/results/.
 """
 
@@ -42,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
+GO_LATENCY = HERE.parent / "clients" / "go" / "bin" / "poolstream-go-latency"
 sys.path.insert(0, str(HERE))
 from sentences import sentences  # noqa: E402
 
@@ -81,11 +90,15 @@ class Direct:
                 self._forward([ids[i] for i in order[s:s + batch_size]])
         return time.perf_counter() - t0
 
-    def one(self, text: str) -> float:
+    def one(self, text: str) -> tuple[float, float]:
+        """(seconds in all, seconds of the batch alone: collation, forward, normalisation)."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            self._forward([self.tok.encode(text).ids])
-        return time.perf_counter() - t0
+            ids = [self.tok.encode(text).ids]
+            t1 = time.perf_counter()
+            self._forward(ids)
+        t2 = time.perf_counter()
+        return t2 - t0, t2 - t1
 
 
 class EngineWorker:
@@ -107,8 +120,10 @@ class EngineWorker:
     def load(self, n: int, concurrency: int, tag: str) -> dict:
         return self.ask(op="load", n=n, concurrency=concurrency, seed=0, tag=tag)
 
-    def latencies(self, n: int, seed: int, tag: str) -> list[float]:
-        return [x / 1e3 for x in self.ask(op="latency", n=n, seed=seed, tag=tag)["latencies_ms"]]
+    def latencies(self, n: int, seed: int, tag: str) -> list[tuple[float, float]]:
+        """(seconds in all, seconds of the engine's batch) per sequential request."""
+        out = self.ask(op="latency", n=n, seed=seed, tag=tag)
+        return [(x / 1e3, y / 1e3) for x, y in zip(out["latencies_ms"], out["inference_ms"])]
 
     def close(self) -> None:
         self.proc.stdin.close()  # type: ignore[union-attr]
@@ -149,6 +164,16 @@ class Server:
              "--rpc", rpc],
             capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def go_latencies(self, texts: list[str]) -> dict | None:
+        """Sequential one-prompt calls from the Go client (clients/go, ``make client-build``),
+        or None where it is not built."""
+        if not GO_LATENCY.exists():
+            return None
+        out = subprocess.run([str(GO_LATENCY), "--addr", self.address, "--warmup", "3"],
+                             input="\n".join(t.replace("\n", " ") for t in texts), capture_output=True,
+                             text=True, check=True)
+        return json.loads(out.stdout)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -235,21 +260,34 @@ def main() -> None:
 
     # Single-request latency: sequential calls, the three paths alternating in blocks
     # of 20 so that background load drifts hit them alike.
-    lat_direct: list[float] = []
-    lat_engine: list[float] = []
-    lat_grpc: dict[str, list[float]] = {"result": [], "closed": [], "unary": [], "rtt": []}
+    # Each sample is (seconds in all, seconds of the batch: collation, forward and
+    # post-processing, as the engine's poolstream-inference-time-ms trailer reports it).
+    lat_direct: list[tuple[float, float]] = []
+    lat_engine: list[tuple[float, float]] = []
+    lat_grpc: dict[str, list[tuple[float, float]]] = {
+        k: [] for k in ("result", "closed", "unary", "rtt", "go_result", "go_closed", "go_unary", "go_rtt")}
+
+    def pairs(totals_ms: list[float], batches_ms: list[float]) -> list[tuple[float, float]]:
+        return [(t / 1e3, b / 1e3) for t, b in zip(totals_ms, batches_ms)]
+
     for block in range(max(1, args.latency_n // 20)):
         one = sentences(20, seed=100 + block)
         lat_direct += [direct.one(t) for t in one]
         lat_engine += engine.latencies(20, 100 + block, f"l{block}")
         if server:
             streamed = server.load(20, 1, 1, seed=100 + block)
-            lat_grpc["result"] += [x / 1e3 for x in streamed["result_latencies_ms"]]
-            lat_grpc["closed"] += [x / 1e3 for x in streamed["latencies_ms"]]
+            lat_grpc["result"] += pairs(streamed["result_latencies_ms"], streamed["inference_ms"])
+            lat_grpc["closed"] += pairs(streamed["latencies_ms"], streamed["inference_ms"])
             unary = server.load(20, 1, 1, seed=100 + block, rpc="EncodeAll")
-            lat_grpc["unary"] += [x / 1e3 for x in unary["latencies_ms"]]
+            lat_grpc["unary"] += pairs(unary["latencies_ms"], unary["inference_ms"])
             rtt = server.load(20, 1, 1, seed=100 + block, rpc="Check")
-            lat_grpc["rtt"] += [x / 1e3 for x in rtt["latencies_ms"]]
+            lat_grpc["rtt"] += pairs(rtt["latencies_ms"], rtt["inference_ms"])
+            go = server.go_latencies(one)
+            if go:
+                lat_grpc["go_result"] += pairs(go["result_ms"], go["inference_ms"])
+                lat_grpc["go_closed"] += pairs(go["closed_ms"], go["inference_ms"])
+                lat_grpc["go_unary"] += pairs(go["unary_ms"], go["unary_inference_ms"])
+                lat_grpc["go_rtt"] += pairs(go["rtt_ms"], [0.0] * len(go["rtt_ms"]))
     load_after = os.getloadavg()
 
     engine.close()
@@ -312,22 +350,37 @@ def render(args, device, dtype, runs, lat_direct, lat_engine, lat_grpc, skip_rea
     b_batch = med("b", "avg_batch")
     if b_batch:
         lines.append(f"\n(b) average engine batch: {b_batch:.1f} prompts")
-    d50, e50 = 1e3 * statistics.median(lat_direct), 1e3 * statistics.median(lat_engine)
+    def p50(samples: list[tuple[float, float]]) -> float:
+        return 1e3 * statistics.median(t for t, _ in samples)
+
+    def around(samples: list[tuple[float, float]]) -> float:
+        """p50 of the time around the batch: each sample's total minus its own batch time.
+        The forward's speed differs by up to ~1 ms between processes on this machine
+        (memory placement), so this compares the server with the direct path without
+        that noise; what is left is tokenization plus everything not model work."""
+        return 1e3 * statistics.median(t - b for t, b in samples)
+
+    d50, e50, d_around = p50(lat_direct), p50(lat_engine), around(lat_direct)
     lines += ["", "### single-request latency (sequential, one sentence)", "",
-              "| path | p50 ms | overhead vs direct |", "|---|---:|---:|",
-              f"| direct forward (tokenize + forward) | {d50:.2f} | |",
-              f"| AsyncEngine in-process | {e50:.2f} | {e50 - d50:+.2f} ms |"]
-    for key, name in (("result", "gRPC Encode, result received (client in another process)"),
-                      ("closed", "gRPC Encode, stream closed (status received)"),
-                      ("unary", "gRPC EncodeAll (unary), response received")):
-        if lat_grpc.get(key):
-            g50 = 1e3 * statistics.median(lat_grpc[key])
-            lines.append(f"| {name} | {g50:.2f} | {g50 - d50:+.2f} ms |")
-    if lat_grpc.get("rtt"):
-        # The same client's bare round trip: how much of the gRPC overhead is transport and
-        # client, which no server change removes (the server's own share is the rest).
-        r50 = 1e3 * statistics.median(lat_grpc["rtt"])
-        lines.append(f"| gRPC health Check, same client (bare round trip, no model work) | {r50:.2f} | |")
+              "| path | p50 ms | overhead vs direct | overhead, each side's batch time subtracted |",
+              "|---|---:|---:|---:|",
+              f"| direct forward (tokenize + forward) | {d50:.2f} | | |",
+              f"| AsyncEngine in-process | {e50:.2f} | {e50 - d50:+.2f} ms | "
+              f"{around(lat_engine) - d_around:+.2f} ms |"]
+    for client, prefix in (("Python grpc.aio client", ""), ("Go client", "go_")):
+        for key, name in (("result", "gRPC Encode, result received"),
+                          ("closed", "gRPC Encode, stream closed (status received)"),
+                          ("unary", "gRPC EncodeAll (unary), response received")):
+            if lat_grpc.get(prefix + key):
+                samples = lat_grpc[prefix + key]
+                g50 = p50(samples)
+                lines.append(f"| {name} ({client}, another process) | {g50:.2f} | {g50 - d50:+.2f} ms | "
+                             f"{around(samples) - d_around:+.2f} ms |")
+        if lat_grpc.get(prefix + "rtt"):
+            # The same client's bare round trip: how much of the gRPC overhead is transport and
+            # client, which no server change removes (the server's own share is the rest).
+            lines.append(f"| gRPC health Check ({client}: bare round trip, no model work) | "
+                         f"{p50(lat_grpc[prefix + 'rtt']):.2f} | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ both, and be slowed by them, so the comparison would measure the clash.
 Protocol: one JSON object per stdin line, one JSON result per stdout line.
     {"op": "load", "n": 256, "concurrency": 64, "seed": 0, "tag": "r0"}
         -> {"throughput", "p50_ms", "p99_ms", "avg_batch"}
-    {"op": "latency", "n": 20, "seed": 100, "tag": "l0"}  -> {"latencies_ms": [...]}
+    {"op": "latency", "n": 20, "seed": 100, "tag": "l0"}  -> {"latencies_ms": [...], "inference_ms": [...]}
 The first line written is {"ready": true, "threads": N} once the model is loaded.
 """
 
@@ -42,12 +42,14 @@ async def engine_load(engine: AsyncEngine, texts: list[str], concurrency: int, t
     queue = list(reversed(range(len(texts))))
     lat: list[float] = []
 
+    inference: list[float] = []
+
     async def client() -> None:
         while queue:
             i = queue.pop()
             t = time.perf_counter()
-            async for _ in engine.encode(texts[i], None, f"{tag}-{i}"):
-                pass
+            async for out in engine.encode(texts[i], None, f"{tag}-{i}"):
+                inference.append(1e3 * out.timing.inference_s)
             lat.append(time.perf_counter() - t)
 
     b0, p0 = engine.stats.batches_executed, engine.stats.prompts_executed
@@ -57,7 +59,8 @@ async def engine_load(engine: AsyncEngine, texts: list[str], concurrency: int, t
     st = engine.stats
     return {"throughput": len(texts) / dt, "p50_ms": 1e3 * statistics.median(lat), "p99_ms": 1e3 * pct(lat, 0.99),
             "avg_batch": (st.prompts_executed - p0) / max(1, st.batches_executed - b0),
-            "latencies_ms": [1e3 * x for x in lat] if len(lat) <= 64 else []}
+            "latencies_ms": [1e3 * x for x in lat] if len(lat) <= 64 else [],
+            "inference_ms": inference if len(lat) <= 64 else []}
 
 
 async def main() -> None:
@@ -81,10 +84,12 @@ async def main() -> None:
         cmd = json.loads(line)
         texts = sentences(cmd["n"], seed=cmd.get("seed", 0))
         if cmd["op"] == "latency":  # sequential single-text requests
-            lat = []
+            lat, inference = [], []
             for i, t in enumerate(texts):
-                lat += (await engine_load(engine, [t], 1, f"{cmd['tag']}-{i}"))["latencies_ms"]
-            print(json.dumps({"latencies_ms": lat}), flush=True)
+                one = await engine_load(engine, [t], 1, f"{cmd['tag']}-{i}")
+                lat += one["latencies_ms"]
+                inference += one["inference_ms"]
+            print(json.dumps({"latencies_ms": lat, "inference_ms": inference}), flush=True)
         else:
             print(json.dumps(await engine_load(engine, texts, cmd["concurrency"], cmd["tag"])), flush=True)
     await engine.shutdown()

@@ -6,7 +6,9 @@ Each of ``concurrency`` workers sends Encode (or, with ``--rpc EncodeAll``,
 EncodeAll) calls of ``per-request`` sentences
 back to back until ``n`` sentences were sent. ``--rpc Check`` sends ``n`` health
 checks instead: the bare round trip of this client, with no model work. Prints one JSON line:
-{"sentences", "elapsed_s", "throughput", "p50_ms", "p99_ms", "errors"}.
+{"sentences", "elapsed_s", "throughput", "p50_ms", "p99_ms", "errors"}, and for runs of
+up to 2000 calls the per-call "latencies_ms", "result_latencies_ms" and "inference_ms"
+(the server's engine time from its poolstream-inference-time-ms trailer).
 """
 
 from __future__ import annotations
@@ -48,25 +50,32 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
         stub = pooling_service_pb2_grpc.PoolingServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
 
-        async def call(req) -> tuple[int, float]:
-            """(failed prompts, time.perf_counter() when the last result arrived)."""
+        async def call(req) -> tuple[int, float, float, float]:
+            """(failed prompts, time.perf_counter() when the last result arrived, when the
+            call completed, the server's poolstream-inference-time-ms trailer or nan)."""
             if rpc == "Check":  # unary, answered by the health servicer: no engine work
                 await health.Check(req)
-                return 0, time.perf_counter()
+                now = time.perf_counter()
+                return 0, now, now, float("nan")
             if rpc == "EncodeAll":  # unary: one response with every result
-                results = (await stub.EncodeAll(req)).results
-                return sum(r.HasField("error") for r in results), time.perf_counter()
+                c = stub.EncodeAll(req)
+                results = (await c).results
+                now = time.perf_counter()
+                return sum(r.HasField("error") for r in results), now, now, inference_ms(await c.trailing_metadata())
             errors, last = 0, 0.0
-            async for resp in stub.Encode(req):
+            c = stub.Encode(req)
+            async for resp in c:
                 errors += resp.HasField("error")
                 last = time.perf_counter()
-            return errors, last  # the stream has closed (status received) by now
+            # The stream has closed (status received) by now.
+            return errors, last, time.perf_counter(), inference_ms(await c.trailing_metadata())
 
         for req in requests[:warmup]:
             await call(req)
         queue = list(reversed(requests))
         latencies: list[float] = []  # call start -> call complete (status received)
         result_latencies: list[float] = []  # call start -> last result received
+        inference: list[float] = []  # the server's engine time for the call (ms)
         errors = 0
 
         async def worker() -> None:
@@ -74,10 +83,11 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
             while queue:
                 req = queue.pop()
                 t = time.perf_counter()
-                failed, last = await call(req)
+                failed, last, done, engine_ms = await call(req)
                 errors += failed
-                latencies.append(time.perf_counter() - t)
+                latencies.append(done - t)
                 result_latencies.append(last - t)
+                inference.append(engine_ms)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -91,7 +101,16 @@ async def run(address: str, concurrency: int, per_request: int, n: int, warmup: 
         "errors": errors,
         "latencies_ms": [1e3 * x for x in latencies] if len(latencies) <= 2000 else [],
         "result_latencies_ms": [1e3 * x for x in result_latencies] if len(latencies) <= 2000 else [],
+        "inference_ms": inference if len(latencies) <= 2000 else [],
     }
+
+
+def inference_ms(trailers) -> float:
+    """The server's engine time for the call (server/timing.py), nan when absent."""
+    for key, value in trailers or ():
+        if key == "poolstream-inference-time-ms":
+            return float(value)
+    return float("nan")
 
 
 def main() -> None:

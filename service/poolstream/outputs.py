@@ -24,12 +24,30 @@ class PoolingOutput:
         return f"PoolingOutput(data=<{tuple(self.data.shape)} {self.data.dtype}>)"
 
 
+@dataclass(frozen=True)
+class RequestTiming:
+    """When the engine admitted a prompt and ran its batch (``time.monotonic()`` seconds)."""
+
+    arrival: float  # admitted to the engine
+    started: float  # its batch began (collation, forward, post-processing)
+    finished: float  # its batch's outputs were on the host
+
+    @property
+    def queue_s(self) -> float:
+        return max(0.0, self.started - self.arrival)
+
+    @property
+    def inference_s(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
 @dataclass
 class PoolingRequestOutput(Generic[_O]):
     """The engine's result for one prompt (vLLM's ``PoolingRequestOutput``).
 
-    ``truncated`` is poolstream's addition: the prompt was cut to the model's
-    maximum length.
+    ``truncated`` and ``timing`` are poolstream's additions: the prompt was cut
+    to the model's maximum length; when the engine queued and ran it (the
+    server reports it in trailing metadata, see server/timing.py).
     """
 
     request_id: str
@@ -38,6 +56,7 @@ class PoolingRequestOutput(Generic[_O]):
     num_cached_tokens: int = 0
     finished: bool = True
     truncated: bool = False
+    timing: RequestTiming | None = None
 
 
 # Offline results of a plugin request carry the plugin's output, like vLLM's

@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 GO_CLIENT = ROOT / "clients" / "go" / "bin" / "poolstream-go-client"
+GO_LATENCY = ROOT / "clients" / "go" / "bin" / "poolstream-go-latency"
 NODE_CLIENT = ROOT / "clients" / "node" / "dist" / "main.js"
 # The address the README's commands use (`make serve`); tests substitute the live one.
 README_ADDR = "127.0.0.1:50051"
@@ -70,5 +71,5 @@ def build_client_programs() -> None:
     """`make client-build`: (re)builds the Go and Node programs when their
     sources changed (quick when up to date)."""
     run(["make", "--no-print-directory", "-s", "client-build"], timeout=600)
-    for path in (GO_CLIENT, NODE_CLIENT):
+    for path in (GO_CLIENT, GO_LATENCY, NODE_CLIENT):
         assert path.exists(), f"{path} missing after make client-build"

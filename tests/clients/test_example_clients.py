@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.clients.helpers import BIN, GO_CLIENT, NODE_CLIENT, json_lines, run
+from tests.clients.helpers import BIN, GO_CLIENT, GO_LATENCY, NODE_CLIENT, json_lines, run
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -170,3 +170,15 @@ def test_cli_reports_errors(address, tmp_path):
     src.write_text(json.dumps({"no_texts_here": 1}))
     done = run([CLI, "--addr", address, "process", "--plugin-input", str(src), "--no-progress"], check=False)
     assert done.returncode == 1 and "INVALID_ARGUMENT" in done.stderr
+
+
+def test_go_latency_probe(client_programs, address):
+    """The Go latency probe that bench/bench_text.py runs: one figure per text and
+    kind, and the server's inference-time trailer read from Go."""
+    out = run([str(GO_LATENCY), "--addr", address, "--warmup", "1"], input="\n".join(TEXTS), timeout=120)
+    figures = json.loads(out.stdout)
+    assert set(figures) == {"result_ms", "closed_ms", "unary_ms", "rtt_ms", "inference_ms", "unary_inference_ms"}
+    assert all(len(v) == len(TEXTS) for v in figures.values())
+    for result, closed, inference in zip(figures["result_ms"], figures["closed_ms"], figures["inference_ms"]):
+        assert 0 < inference < result <= closed
+    assert all(0 < x < u for x, u in zip(figures["unary_inference_ms"], figures["unary_ms"]))

@@ -44,6 +44,13 @@ async def test_concurrent_requests_share_batches(make_engine):
     assert sum(b.size for b in batches) == len(texts)
     st = engine.stats
     assert st.prompts_executed == len(texts) and st.queued_prompts == 0 and st.running_prompts == 0
+    # Each output says when it was admitted and when its batch ran; a batch's prompts share its times.
+    for o in outs:
+        assert o.timing.arrival <= o.timing.started < o.timing.finished
+    by_batch = {rid: b for b in batches for rid in b.request_ids}
+    for o in outs:
+        b = by_batch[o.request_id]
+        assert (o.timing.started, o.timing.finished) == (b.started, b.finished)
     assert st.avg_batch_size > 1 and st.total_tokens == sum(len(o.prompt_token_ids) for o in outs)
 
 

@@ -142,3 +142,12 @@ async def test_concurrent_requests_with_different_options_do_not_interfere(stub)
         expected = base[:n, :dims] / np.linalg.norm(base[:n, :dims], axis=1, keepdims=True)
         np.testing.assert_allclose(emb, expected, atol=1e-5)
         assert out.HasField("similarity") == bool(i % 2)
+
+
+async def test_plugin_calls_report_engine_timing(stub):
+    """Process carries the same timing trailers as Encode (server/timing.py)."""
+    call = stub.Process(pb.ProcessRequest(data=json_payload({"texts": TEXTS})))
+    await call
+    trailers = dict(await call.trailing_metadata())
+    assert float(trailers["poolstream-inference-time-ms"]) > 0
+    assert float(trailers["poolstream-queue-time-ms"]) >= 0

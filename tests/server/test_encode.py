@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -115,3 +117,33 @@ async def test_encode_all_whole_request_errors(stub):
         await stub.EncodeAll(pb.EncodeAllRequest())
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_details(e.value)["reason"] == "INVALID_PROMPT"
+
+
+def timing_trailers(metadata) -> dict[str, float]:
+    return {k: float(v) for k, v in (metadata or ()) if k.startswith("poolstream-") and k.endswith("-time-ms")}
+
+
+async def test_engine_timing_in_trailing_metadata(stub):
+    """Encode and EncodeAll report queue and inference time (TEI's x-queue-time /
+    x-inference-time); a failed call and a call without prompts report none."""
+    t0 = time.perf_counter()
+    call = stub.Encode(pb.EncodeRequest(prompts=[text("timing, one prompt")]))
+    [_] = [r async for r in call]
+    elapsed_ms = 1e3 * (time.perf_counter() - t0)
+    one = timing_trailers(await call.trailing_metadata())
+    assert set(one) == {"poolstream-queue-time-ms", "poolstream-inference-time-ms"}
+    assert one["poolstream-inference-time-ms"] > 0 and one["poolstream-queue-time-ms"] >= 0
+    # Both are spans inside the call, measured by the server's clock.
+    assert one["poolstream-queue-time-ms"] + one["poolstream-inference-time-ms"] < elapsed_ms
+
+    call = stub.EncodeAll(pb.EncodeAllRequest(prompts=[text(f"timing {i} " * (1 + i % 7)) for i in range(24)]))
+    await call
+    many = timing_trailers(await call.trailing_metadata())
+    assert many["poolstream-inference-time-ms"] > 0
+
+    info = stub.GetServerInfo(pb.GetServerInfoRequest())
+    await info
+    assert timing_trailers(await info.trailing_metadata()) == {}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.EncodeAll(pb.EncodeAllRequest())
+    assert timing_trailers(err.value.trailing_metadata()) == {}

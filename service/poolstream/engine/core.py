@@ -39,7 +39,7 @@ from poolstream.engine.request import EngineRequest, RequestStatus
 from poolstream.engine.runner import BatchHandle, ModelRunner
 from poolstream.engine.scheduler import Scheduler
 from poolstream.engine.stats import StatsTracker
-from poolstream.outputs import PoolingOutput, PoolingRequestOutput
+from poolstream.outputs import PoolingOutput, PoolingRequestOutput, RequestTiming
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +302,8 @@ class EngineCore:
         padded = max(r.cost for r in batch) * len(batch) if batch[0].kind != "tensors" else tokens
         for req, row in zip(batch, rows):
             out = PoolingRequestOutput(request_id=req.request_id, outputs=PoolingOutput(data=row),
-                                       prompt_token_ids=req.token_ids, truncated=req.truncated)
+                                       prompt_token_ids=req.token_ids, truncated=req.truncated,
+                                       timing=RequestTiming(req.arrival, handle.started, done))
             finished.append((req, out))
         with self.lock:
             for req in batch:

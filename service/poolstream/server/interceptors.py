@@ -35,6 +35,7 @@ from poolstream.server.observability import (
     span_ids_of,
     start_server_span,
 )
+from poolstream.server import timing
 from poolstream.server.security import TokenAuthenticator
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if isinstance(request, _Malformed):
                     await abort(context, _malformed_error(method, request))
-                return await behavior(request, context)
+                response = await behavior(request, context)
+                _report_timing(call, context)
+                return response
             except BaseException as e:
                 exc = e
                 raise
@@ -207,6 +210,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     elif result is not None and hasattr(result, "__aiter__"):
                         async for response in result:
                             yield response
+                _report_timing(call, context)
             except BaseException as e:
                 exc = e
                 raise
@@ -214,6 +218,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 self._exit(call, token, span_token, context, exc)
 
         return stream
+
+
+def _report_timing(call: CallContext, context) -> None:
+    """A call that ran prompts and is about to end OK: its engine timing as trailers."""
+    if context.code() in (None, grpc.StatusCode.OK):
+        trailers = timing.trailing_metadata(call.marks)
+        if trailers:
+            context.set_trailing_metadata(trailers)
 
 
 def _reset(token) -> None:

@@ -46,6 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily
 
 from poolstream.server.observability import current_call
+from poolstream.server.timing import note_output
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +301,7 @@ class ObservedEngine:
             outcome = "ok"
             marks.setdefault("produced", []).append(now)
             marks["last_output"] = now
+            note_output(marks, out)
             if metrics is not None:
                 metrics.prompt_latency.observe(now - submitted)
                 ids = getattr(out, "prompt_token_ids", None)
@@ -333,6 +335,7 @@ class ObservedEngine:
                     outcome = "ok"
                     marks.setdefault("produced", []).append(now)
                     marks["last_output"] = now
+                    note_output(marks, out)
                     if metrics is not None:
                         metrics.prompt_latency.observe(now - submitted)
                         ids = getattr(out, "prompt_token_ids", None)
