@@ -227,3 +227,16 @@ async def test_metrics_endpoint(tmp_path):
     assert _value(text, "poolstream_queue_time_seconds_count") == 19
     assert _value(text, "poolstream_engine_prompts_executed") == 19
     assert "_created" not in text
+
+
+def test_span_finished_from_another_context_logs_no_error(caplog):
+    """A streaming call's generator closed from another task (a cancelled call) leaves
+    its span there: no "Failed to detach context" ERROR from OpenTelemetry."""
+    import contextvars
+
+    pytest.importorskip("opentelemetry")
+    span, token = observability.start_server_span("/poolstream.v1.PoolingService/Encode", [])
+    assert token is not None
+    with caplog.at_level(logging.ERROR):
+        contextvars.copy_context().run(observability.finish_server_span, span, token)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

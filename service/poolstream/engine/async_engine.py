@@ -37,6 +37,7 @@ from poolstream.engine.errors import (
     EngineOverloadedError,
     InvalidPromptError,
     RequestAbortedError,
+    jittered_retry_delay,
 )
 from poolstream.engine.processor import InputProcessor, load_tokenizer
 from poolstream.engine.request import EngineRequest, RequestStatus
@@ -240,7 +241,7 @@ class AsyncEngine:
                 raise EngineDeadError(str(self._core.dead))
             if st.queued_prompts >= self._max_queued:
                 st.prompts_rejected += 1
-                wait = max(st.estimate_wait_s(), _MIN_RETRY_AFTER_S)
+                wait = jittered_retry_delay(max(st.estimate_wait_s(), _MIN_RETRY_AFTER_S))
                 raise EngineOverloadedError(
                     f"engine queue is full ({self._max_queued} prompts)", retry_after_s=wait)
             st.queued_prompts += 1

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import random
+
+# RetryInfo delays are spread over [delay, delay * (1 + RETRY_JITTER)): clients refused
+# together and honouring the delay exactly would otherwise come back together, and be
+# refused together again.
+RETRY_JITTER = 0.5
+
+
+def jittered_retry_delay(delay_s: float, rng: random.Random | None = None) -> float:
+    """``delay_s`` stretched by a random factor in [1, 1 + RETRY_JITTER)."""
+    return delay_s * (1.0 + RETRY_JITTER * (rng or random).random())
+
 
 class EngineError(Exception):
     """Base class of engine errors (an unexpected model failure -> INTERNAL)."""

@@ -168,9 +168,24 @@ def start_server_span(method: str, metadata: Iterable[Any] | None) -> tuple[Any,
 def finish_server_span(span: Any, token: Any) -> None:
     """Leave and end the span of ``start_server_span``."""
     if token is not None:
-        _otel_context.detach(token)
+        _detach(token)
     if span is not None:
         span.end()
+
+
+def _detach(token: Any) -> None:
+    """``opentelemetry.context.detach`` without its error log for a token from another
+    context: a streaming call's generator closed from another task (a cancelled call)
+    cannot reset the context it entered, and that is harmless (the task's context ends
+    with it). otel's own ``detach`` logs "Failed to detach context" at ERROR then."""
+    runtime = getattr(_otel_context, "_RUNTIME_CONTEXT", None)
+    if runtime is None:  # another otel layout: its public detach (which may log)
+        _otel_context.detach(token)
+        return
+    try:
+        runtime.detach(token)
+    except (ValueError, RuntimeError):
+        pass
 
 
 def end_span(span: Any, code: str, reason: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
+from poolstream.engine.errors import jittered_retry_delay
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
@@ -265,7 +266,8 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                     "TOO_MANY_CALLS",
                     f"{state.active_calls} calls in flight; the limit is "
                     f"{state.config.limits.max_concurrent_calls} (--max-concurrent-calls)",
-                    retry_after_s=max(0.05, state.engine.estimate_wait_s()) if state.engine else 1.0,
+                    retry_after_s=jittered_retry_delay(
+                        max(0.05, state.engine.estimate_wait_s()) if state.engine else 1.0),
                 )
             # A deadline the queue already rules out is refused now, not after queueing.
             remaining = context.time_remaining()
