@@ -220,7 +220,8 @@ async def test_metrics_endpoint(tmp_path):
     assert _value(text, "poolstream_pre_process_time_seconds_count") == 3  # the parse failure has none
     assert _value(text, "poolstream_post_process_time_seconds_count") == 3
     assert _value(text, "poolstream_queue_depth") == 0
-    # Batch-level metrics, sampled from the engine's recent batches at scrape time.
+    # Batch sizes sampled from the engine's recent batches at scrape time; queue and
+    # inference time per prompt from its output's timing.
     assert _value(text, "poolstream_batch_size_count") >= 1
     assert _value(text, "poolstream_batch_size_sum") == 19
     assert _value(text, "poolstream_inference_time_seconds_count") == 19

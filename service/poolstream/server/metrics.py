@@ -5,9 +5,10 @@ in one test process do not collide). Call-level metrics are recorded by the
 observability interceptor, prompt-level ones by :class:`ObservedEngine` (a
 thin wrapper around the engine that times every prompt), and engine gauges
 (queue depth and whatever numeric counters ``engine.stats`` exposes) are
-sampled at scrape time. Batch-level metrics (sizes, queue and inference
-time) come from the engine's ``stats.recent_batches``, sampled every
-``BATCH_SAMPLE_S`` and at every scrape.
+sampled at scrape time. Queue and inference time come exactly from each
+output's ``timing`` (the engine's clock); batch sizes come from the engine's
+``stats.recent_batches``, sampled every ``BATCH_SAMPLE_S`` and at every
+scrape.
 
 Names (all prefixed ``poolstream_``):
 
@@ -20,7 +21,7 @@ request_duration_seconds               histogram  method: wall time of the RPC
 requests_in_flight                     gauge      method
 prompts_total                          counter    outcome (ok, error, cancelled)
 prompt_tokens_total                    counter    tokens (or positions) encoded
-queue_time_seconds                     histogram  prompt submitted -> its batch started
+queue_time_seconds                     histogram  prompt admitted -> its batch started
 inference_time_seconds                 histogram  its batch's execution time, per prompt
 prompt_latency_seconds                 histogram  prompt submitted -> output, as the server saw it
 pre_process_time_seconds               histogram  plugin parse + pre-process per request
@@ -38,7 +39,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -54,7 +54,6 @@ logger = logging.getLogger(__name__)
 disable_created_metrics()
 
 BATCH_SAMPLE_S = 0.5
-_MAX_TRACKED_PROMPTS = 65536
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -102,7 +101,6 @@ class ServerMetrics:
         self._http = None
         self.port = 0
         self._last_batch = 0  # index of the last engine batch recorded
-        self._submitted: OrderedDict[str, float] = OrderedDict()  # request id -> submission time
         self._batch_lock = threading.Lock()
 
     # -- exposition ----------------------------------------------------------
@@ -147,19 +145,18 @@ class ServerMetrics:
         if code != "OK":
             self.errors.labels(method, code, reason or "-").inc()
 
-    def note_submitted(self, request_id: str, when: float) -> None:
-        """Remember when a prompt went to the engine, for its queue time (bounded memory)."""
-        with self._batch_lock:
-            self._submitted[request_id] = when
-            if len(self._submitted) > _MAX_TRACKED_PROMPTS:
-                self._submitted.popitem(last=False)
+    def observe_timing(self, timing: Any) -> None:
+        """A finished prompt's engine timing (``PoolingRequestOutput.timing``)."""
+        if timing is not None:
+            self.queue_time.observe(timing.queue_s)
+            self.inference_time.observe(timing.inference_s)
 
     def sample_batches(self, stats: dict[str, Any] | None = None) -> None:
-        """Record the engine batches executed since the last call (sizes, queue and inference time).
+        """Record the sizes of the engine batches executed since the last call.
 
         The engine keeps its most recent batches (``stats.recent_batches``, 256); the server
-        samples them every ``BATCH_SAMPLE_S`` and at every scrape, so batches are missed only
-        beyond 256 per interval. A per-batch callback in the engine would make this exact.
+        samples them every ``BATCH_SAMPLE_S`` and at every scrape, so batch sizes are missed
+        only beyond 256 batches per interval (queue and inference time are exact, per prompt).
         """
         if stats is None:
             engine = self._engine_getter() if self._engine_getter else None
@@ -172,14 +169,7 @@ class ServerMetrics:
                 if b.index <= self._last_batch:
                     continue
                 self._last_batch = b.index
-                n = len(b.request_ids)
-                self.batch_size.observe(n)
-                infer = max(0.0, b.finished - b.started)
-                for rid in b.request_ids:
-                    self.inference_time.observe(infer)
-                    submitted = self._submitted.pop(rid, None)
-                    if submitted is not None:
-                        self.queue_time.observe(max(0.0, b.started - submitted))
+                self.batch_size.observe(len(b.request_ids))
 
     async def run_batch_sampler(self) -> None:
         """Background task: sample engine batches periodically (cancel to stop)."""
@@ -281,8 +271,6 @@ class ObservedEngine:
         metrics = self._metrics
         marks = call.marks if call is not None else {}
         submitted = time.monotonic()
-        if metrics is not None:
-            metrics.note_submitted(request_id, submitted)
         # While this await is pending the engine works for the call (queued or batched).
         marks["waiting"] = marks.get("waiting", 0) + 1
         marks["activity"] = submitted
@@ -304,6 +292,7 @@ class ObservedEngine:
             note_output(marks, out)
             if metrics is not None:
                 metrics.prompt_latency.observe(now - submitted)
+                metrics.observe_timing(getattr(out, "timing", None))
                 ids = getattr(out, "prompt_token_ids", None)
                 metrics.tokens.inc(len(ids) if ids else 1)
         if metrics is not None:
@@ -314,8 +303,6 @@ class ObservedEngine:
         metrics = self._metrics
         marks = call.marks if call is not None else {}
         submitted = time.monotonic()
-        if metrics is not None:
-            metrics.note_submitted(request_id, submitted)
         outcome = "error"
         iterator = stream.__aiter__()
         try:
@@ -338,6 +325,7 @@ class ObservedEngine:
                     note_output(marks, out)
                     if metrics is not None:
                         metrics.prompt_latency.observe(now - submitted)
+                        metrics.observe_timing(getattr(out, "timing", None))
                         ids = getattr(out, "prompt_token_ids", None)
                         metrics.tokens.inc(len(ids) if ids else 1)
                 yield out
