@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -91,3 +93,26 @@ async def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
 
 def long_text(words: int = 300) -> str:
     return " ".join(["token"] * words)
+
+
+@contextlib.asynccontextmanager
+async def loop_gaps(period: float = 0.005):
+    """Seconds between the ticks of a ``period`` ticker on the event loop while the block
+    runs: how long the loop was kept from running (the list fills as it goes)."""
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    try:
+        yield gaps
+    finally:
+        stop.set()
+        await task

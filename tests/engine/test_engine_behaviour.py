@@ -20,7 +20,7 @@ from poolstream.engine import (
     RequestAbortedError,
 )
 from poolstream.pooling_params import PoolingParams
-from tests.engine.conftest import first, long_text, make_corpus, wait_until
+from tests.engine.conftest import first, long_text, loop_gaps, make_corpus, wait_until
 
 
 async def start_blocker(engine, n: int = 8) -> list[asyncio.Task]:
@@ -201,21 +201,8 @@ async def test_duplicate_request_id_rejected(make_engine):
 async def test_event_loop_stays_responsive_under_load(make_engine):
     engine = await make_engine()
     texts = make_corpus(96)
-    gaps: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.monotonic()
-        while not stop.is_set():
-            await asyncio.sleep(0.005)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    tick = asyncio.create_task(ticker())
-    await asyncio.gather(*(first(engine.encode(t, None, f"load-{i}")) for i, t in enumerate(texts)))
-    stop.set()
-    await tick
+    async with loop_gaps() as gaps:
+        await asyncio.gather(*(first(engine.encode(t, None, f"load-{i}")) for i, t in enumerate(texts)))
     worst = max(gaps)
     print(f"\nevent loop: {len(gaps)} ticks of 5 ms, max gap {worst * 1e3:.1f} ms while the engine "
           f"ran {engine.stats.batches_executed} batches")

@@ -15,7 +15,7 @@ import torch
 
 from poolstream.config import EngineConfig, ModelConfig, PoolstreamConfig
 from poolstream.engine import AsyncEngine, EngineOverloadedError, RequestAbortedError
-from tests.engine.conftest import first, long_text, make_corpus
+from tests.engine.conftest import first, long_text, loop_gaps, make_corpus
 
 
 async def start_engine(model_dir: str, **engine_kwargs) -> AsyncEngine:
@@ -130,17 +130,6 @@ async def test_event_loop_stays_responsive_on_cuda(model_dir, corpus):
     while the loop's ticker measures how long it is kept from running."""
     engine = await start_engine(model_dir)
     try:
-        gaps: list[float] = []
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            last = time.monotonic()
-            while not stop.is_set():
-                await asyncio.sleep(0.005)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
         work = list(enumerate(corpus * 8))
 
         async def client() -> None:
@@ -148,10 +137,8 @@ async def test_event_loop_stays_responsive_on_cuda(model_dir, corpus):
                 i, text = work.pop()
                 await first(engine.encode(text, None, f"load-{i}"))
 
-        tick = asyncio.create_task(ticker())
-        await asyncio.gather(*(client() for _ in range(64)))
-        stop.set()
-        await tick
+        async with loop_gaps() as gaps:
+            await asyncio.gather(*(client() for _ in range(64)))
         gaps.sort()
         print(f"\ncuda: event loop gaps over {len(gaps)} ticks of 5 ms: p50 {gaps[len(gaps) // 2] * 1e3:.1f} ms, "
               f"max {gaps[-1] * 1e3:.1f} ms, while the engine ran {engine.stats.batches_executed} batches "

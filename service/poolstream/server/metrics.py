@@ -287,17 +287,23 @@ class ObservedEngine:
         outcome = "error"
         if getattr(out, "finished", True):
             outcome = "ok"
-            marks.setdefault("produced", []).append(now)
-            marks["last_output"] = now
-            note_output(marks, out)
-            if metrics is not None:
-                metrics.prompt_latency.observe(now - submitted)
-                metrics.observe_timing(getattr(out, "timing", None))
-                ids = getattr(out, "prompt_token_ids", None)
-                metrics.tokens.inc(len(ids) if ids else 1)
+            self._finished(marks, out, now, submitted)
         if metrics is not None:
             metrics.prompts_of(outcome).inc()
         return out
+
+    def _finished(self, marks: dict[str, Any], out: Any, now: float, submitted: float) -> None:
+        """A prompt's final output arrived: the call's marks (watchdog, timing trailers) and
+        the prompt-level metrics."""
+        marks.setdefault("produced", []).append(now)
+        marks["last_output"] = now
+        note_output(marks, out)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.prompt_latency.observe(now - submitted)
+            metrics.observe_timing(getattr(out, "timing", None))
+            ids = getattr(out, "prompt_token_ids", None)
+            metrics.tokens.inc(len(ids) if ids else 1)
 
     async def _observe(self, stream: AsyncIterator[Any], call, request_id: str) -> AsyncIterator[Any]:
         metrics = self._metrics
@@ -320,14 +326,7 @@ class ObservedEngine:
                 now = time.monotonic()
                 if getattr(out, "finished", True):
                     outcome = "ok"
-                    marks.setdefault("produced", []).append(now)
-                    marks["last_output"] = now
-                    note_output(marks, out)
-                    if metrics is not None:
-                        metrics.prompt_latency.observe(now - submitted)
-                        metrics.observe_timing(getattr(out, "timing", None))
-                        ids = getattr(out, "prompt_token_ids", None)
-                        metrics.tokens.inc(len(ids) if ids else 1)
+                    self._finished(marks, out, now, submitted)
                 yield out
         except (GeneratorExit, asyncio.CancelledError):
             if outcome != "ok":
