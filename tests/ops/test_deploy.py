@@ -46,13 +46,15 @@ def test_manifest_kinds(docs):
     }
 
 
-def test_probes_are_native_grpc_on_the_grpc_port(docs):
+def test_probes_are_native_grpc_on_the_health_port(docs):
+    """Probes go to --health-port, served on its own threads (server/health.py)."""
     _, c = _container(docs)
     args = _args(c)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["grpc"] == args.port == 50051
+    assert ports["health"] == args.health_port != args.port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"]["port"] == ports["grpc"], probe
+        assert c[probe]["grpc"]["port"] == ports["health"], probe
     assert c["readinessProbe"]["grpc"]["service"] == SERVICE
     assert c["livenessProbe"]["grpc"]["service"] == ""
     assert c["startupProbe"]["grpc"]["service"] == ""

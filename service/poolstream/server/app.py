@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -95,7 +96,7 @@ class PoolstreamServer:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics = ServerMetrics(lambda: self.state.engine)
-        self.health_server: grpc.aio.Server | None = None
+        self.health_server: grpc.Server | None = None
         self.health_port = 0
         self._batch_sampler: asyncio.Task | None = None
 
@@ -130,12 +131,17 @@ class PoolstreamServer:
         if transport.health_port:
             from grpc_health.v1 import health_pb2_grpc
 
-            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-            health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.health_server)
+            # A threaded server, not one on the event loop: probes must be answered while the
+            # loop works through a burst of large requests (kubelet restarts a pod whose
+            # liveness probe times out).
+            self.health_server = grpc.server(
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix="poolstream-health"),
+                options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health.threaded_servicer, self.health_server)
             self.health_port = self.health_server.add_insecure_port(f"{self.listen.host}:{transport.health_port}")
             if self.health_port == 0:
                 raise OSError(f"could not bind the health port {self.listen.host}:{transport.health_port}")
-            await self.health_server.start()
+            self.health_server.start()
 
     async def load(self) -> None:
         """Load the model in a thread, then go SERVING."""
@@ -188,7 +194,7 @@ class PoolstreamServer:
         if self.server is not None:
             await self.server.stop(0)
         if self.health_server is not None:
-            await self.health_server.stop(0)
+            await asyncio.to_thread(self.health_server.stop(0).wait)
         if self._batch_sampler is not None:
             self._batch_sampler.cancel()
         self.metrics.stop_http()
