@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -189,3 +193,32 @@ async def test_token_required_on_every_pooling_method_only(monkeypatch):
 
 async def _drain(call):
     return [r async for r in call]
+
+
+async def test_health_port_answers_while_the_event_loop_is_blocked():
+    """The health-only port runs on threads of its own: a probe is answered while the
+    server's event loop is stuck (here: a blocking sleep on it), which a check on the
+    main port could not be."""
+    health_port = free_port()
+    async with inproc(transport=TransportConfig(health_port=health_port)):
+        answered: dict[str, float] = {}
+
+        def probe() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+                answered["status"] = reply.status
+                answered["at"] = time.monotonic()
+
+        warm = threading.Thread(target=probe)
+        warm.start()
+        await asyncio.to_thread(warm.join)
+        assert answered["status"] == health_pb2.HealthCheckResponse.SERVING
+
+        answered.clear()
+        thread = threading.Thread(target=probe)
+        thread.start()
+        time.sleep(2.0)  # blocks this event loop, which is also the server's
+        unblocked = time.monotonic()
+        await asyncio.to_thread(thread.join)
+        assert answered["status"] == health_pb2.HealthCheckResponse.SERVING
+        assert answered["at"] < unblocked  # answered during the block
