@@ -204,6 +204,11 @@ async def test_metrics_endpoint(tmp_path):
                                    for _ in range(3)))
             out = [r async for r in stub.Encode(pb.EncodeRequest(prompts=[pooling_pb2.Prompt(text="x")]))]
             assert out[0].HasField("output")
+            # A multi-prompt call (admitted in one pass): two prompts ok, one refused by the engine.
+            many = await stub.EncodeAll(pb.EncodeAllRequest(prompts=[
+                pooling_pb2.Prompt(text="y"), pooling_pb2.Prompt(token_ids=pooling_pb2.TokenIds(ids=[101, 10**7, 102])),
+                pooling_pb2.Prompt(text="z")]))
+            assert [r.HasField("output") for r in many.results] == [True, False, True]
             with pytest.raises(grpc.aio.AioRpcError):
                 await stub.Process(pb.ProcessRequest(data=json_payload({"texts": ["a"], "fail": "parse"})))
         text = await asyncio.to_thread(_scrape, port)
@@ -214,19 +219,20 @@ async def test_metrics_endpoint(tmp_path):
                   reason="INVALID_PAYLOAD") == 1
     assert _value(text, "poolstream_request_duration_seconds_count", method=process) == 4
     assert _value(text, "poolstream_requests_in_flight", method=process) == 0
-    assert _value(text, "poolstream_prompts_total", outcome="ok") == 19
-    assert _value(text, "poolstream_prompt_tokens_total") >= 19
-    assert _value(text, "poolstream_prompt_latency_seconds_count") == 19
+    assert _value(text, "poolstream_prompts_total", outcome="ok") == 21
+    assert _value(text, "poolstream_prompts_total", outcome="error") == 1
+    assert _value(text, "poolstream_prompt_tokens_total") >= 21
+    assert _value(text, "poolstream_prompt_latency_seconds_count") == 21
     assert _value(text, "poolstream_pre_process_time_seconds_count") == 3  # the parse failure has none
     assert _value(text, "poolstream_post_process_time_seconds_count") == 3
     assert _value(text, "poolstream_queue_depth") == 0
     # Batch sizes sampled from the engine's recent batches at scrape time; queue and
     # inference time per prompt from its output's timing.
     assert _value(text, "poolstream_batch_size_count") >= 1
-    assert _value(text, "poolstream_batch_size_sum") == 19
-    assert _value(text, "poolstream_inference_time_seconds_count") == 19
-    assert _value(text, "poolstream_queue_time_seconds_count") == 19
-    assert _value(text, "poolstream_engine_prompts_executed") == 19
+    assert _value(text, "poolstream_batch_size_sum") == 21
+    assert _value(text, "poolstream_inference_time_seconds_count") == 21
+    assert _value(text, "poolstream_queue_time_seconds_count") == 21
+    assert _value(text, "poolstream_engine_prompts_executed") == 21
     assert "_created" not in text
 
 

@@ -34,6 +34,7 @@ from poolstream.engine.cpu_threads import engine_threads, run_in_fresh_thread, s
 from poolstream.engine.errors import (
     DeadlineExceededError,
     EngineDeadError,
+    EngineError,
     EngineOverloadedError,
     InvalidPromptError,
     RequestAbortedError,
@@ -211,6 +212,32 @@ class AsyncEngine:
         finally:
             if self._requests.get(req.request_id) is req:
                 del self._requests[req.request_id]
+
+    def submit(
+        self,
+        prompt: PromptType,
+        params: PoolingParams | None,
+        request_id: str,
+        priority: int = 0,
+        deadline: float | None = None,
+    ) -> EngineRequest:
+        """Admit one prompt now, without awaiting: the request's ``future`` resolves with its
+        output or its error. Admission errors raise here, as from ``encode_one``.
+
+        For callers that admit many prompts in one step (the server's multi-prompt calls: one
+        pass instead of a task and two coroutines per prompt). Each submitted request must be
+        ``release()``d once its future is done or no longer wanted. Needs a started engine."""
+        if self._loop is None:
+            raise EngineError("the engine is not started: await start() first")
+        return self._admit(prompt, params or PoolingParams(), request_id, priority, deadline)
+
+    def release(self, req: EngineRequest) -> None:
+        """Done with a ``submit()``ted request: abort it if it has not finished (its caller went
+        away: it is never executed if still queued), and free its request id."""
+        if req.future is not None and not req.future.done():
+            self._abort(req, cancelled=True)
+        if self._requests.get(req.request_id) is req:
+            del self._requests[req.request_id]
 
     def abort(self, request_ids: str | Iterable[str]) -> None:
         """Abort requests by id. Queued ones are never executed; their encode() raises

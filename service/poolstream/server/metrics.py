@@ -230,6 +230,16 @@ def _metric_name(key: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in key).strip("_").lower()
 
 
+@dataclasses.dataclass(slots=True)
+class Submitted:
+    """A prompt admitted by ``ObservedEngine.submit``: the engine request (its ``future``),
+    when it was submitted and the marks of the call it belongs to."""
+
+    req: Any
+    submitted: float
+    marks: dict[str, Any]
+
+
 class ObservedEngine:
     """Delegates to the engine; times each prompt and notes engine progress for the current call.
 
@@ -291,6 +301,50 @@ class ObservedEngine:
         if metrics is not None:
             metrics.prompts_of(outcome).inc()
         return out
+
+    def submit(self, prompt: Any, params: Any, request_id: str, priority: int = 0,
+               deadline: float | None = None) -> "Submitted":
+        """``engine.submit`` (admitted now, not awaited) with ``encode_one``'s marks and
+        metrics; hand the result to ``collect`` once its future is done, or to ``drop``."""
+        call = current_call()
+        marks = call.marks if call is not None else {}
+        try:
+            req = self._engine.submit(prompt, params, request_id, priority, deadline)
+        except BaseException:
+            if self._metrics is not None:
+                self._metrics.prompts_of("error").inc()
+            raise
+        marks["waiting"] = marks.get("waiting", 0) + 1
+        marks["activity"] = submitted = time.monotonic()
+        return Submitted(req, submitted, marks)
+
+    def collect(self, sub: "Submitted") -> Any:
+        """The output of a submitted prompt whose future is done (its error is raised)."""
+        sub.marks["waiting"] -= 1
+        sub.marks["activity"] = now = time.monotonic()
+        self._engine.release(sub.req)
+        fut = sub.req.future
+        metrics = self._metrics
+        if fut.cancelled() or fut.exception() is not None:
+            if metrics is not None:
+                metrics.prompts_of("cancelled" if fut.cancelled() else "error").inc()
+            return fut.result()  # raises the prompt's error (CancelledError if cancelled)
+        out = fut.result()
+        outcome = "error"
+        if getattr(out, "finished", True):
+            outcome = "ok"
+            self._finished(sub.marks, out, now, sub.submitted)
+        if metrics is not None:
+            metrics.prompts_of(outcome).inc()
+        return out
+
+    def drop(self, sub: "Submitted") -> None:
+        """A submitted prompt nobody will collect (its call ended): aborted, counted cancelled."""
+        sub.marks["waiting"] -= 1
+        sub.marks["activity"] = time.monotonic()
+        self._engine.release(sub.req)
+        if self._metrics is not None:
+            self._metrics.prompts_of("cancelled").inc()
 
     def _finished(self, marks: dict[str, Any], out: Any, now: float, submitted: float) -> None:
         """A prompt's final output arrived: the call's marks (watchdog, timing trailers) and
