@@ -233,3 +233,26 @@ async def test_model_info(make_engine):
     assert info.output_dtype == torch.float32 and info.compute_dtype == torch.float32
     assert info.max_model_len == 256 and info.pooling == "mean" and info.normalize is True
     assert info.device == "cpu" and info.tensor_inputs == ()
+
+
+async def test_submit_and_release(make_engine):
+    """submit(): admitted at once, the future resolves with the output; release() of an
+    unfinished request aborts it (never executed) and frees its id."""
+    engine = await make_engine()
+    blocker = await start_blocker(engine)
+    kept = engine.submit("kept", None, "sub-kept")
+    dropped = engine.submit("dropped", None, "sub-dropped")
+    assert engine.stats.queued_prompts == 2
+    engine.release(dropped)
+    assert dropped.future.cancelled() and engine.stats.prompts_aborted == 1
+    out = await kept.future
+    engine.release(kept)
+    assert out.request_id == "sub-kept" and out.outputs.data.shape == (384,)
+    await asyncio.gather(*blocker)
+    assert "sub-dropped" not in executed_ids(engine)
+    # Both ids are free again.
+    again = engine.submit("again", None, "sub-dropped")
+    assert (await again.future).request_id == "sub-dropped"
+    engine.release(again)
+    with pytest.raises(InvalidPromptError):
+        engine.submit("", PoolingParams(dimensions=10_000), "sub-bad")  # admission errors raise here
