@@ -256,3 +256,16 @@ async def test_submit_and_release(make_engine):
     engine.release(again)
     with pytest.raises(InvalidPromptError):
         engine.submit("", PoolingParams(dimensions=10_000), "sub-bad")  # admission errors raise here
+    # A future cancelled by its awaiter still leaves the queue on release().
+    blocker = await start_blocker(engine)
+    awaited = engine.submit("awaited then cancelled", None, "sub-awaited")
+    waiter = asyncio.ensure_future(awaited.future)
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    assert awaited.future.cancelled()
+    aborted = engine.stats.prompts_aborted
+    engine.release(awaited)
+    assert engine.stats.prompts_aborted == aborted + 1
+    await asyncio.gather(*blocker)
+    assert "sub-awaited" not in executed_ids(engine)

@@ -234,8 +234,9 @@ class AsyncEngine:
     def release(self, req: EngineRequest) -> None:
         """Done with a ``submit()``ted request: abort it if it has not finished (its caller went
         away: it is never executed if still queued), and free its request id."""
-        if req.future is not None and not req.future.done():
-            self._abort(req, cancelled=True)
+        # Also when its future is already done: a future cancelled by whoever awaited it
+        # leaves the request queued, and _abort() takes it out of the queue.
+        self._abort(req, cancelled=True)
         if self._requests.get(req.request_id) is req:
             del self._requests[req.request_id]
 
