@@ -119,6 +119,7 @@ async def test_request_id_and_trace_in_logs_without_otel(monkeypatch, captured_l
     by_id = {r.request_id: r for r in access}
     assert by_id["req-ok"].trace_id == TRACE_ID and by_id["req-ok"].span_id == SPAN_ID
     assert by_id["req-ok"].code == "OK"
+    assert by_id["req-ok"].peer.startswith("ipv4:127.0.0.1:")  # read while the call was live
     failed = by_id["pool-from-header"]
     assert (failed.code, failed.reason, failed.trace_id) == ("INTERNAL", "POST_PROCESS_FAILED", TRACE_ID)
     # The plugin error itself is logged inside the call, with the call's ids.

@@ -124,10 +124,19 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     # -- per-call bookkeeping ------------------------------------------------
-    def _begin(self, method: str, metadata, request: Any) -> CallContext:
+    def _begin(self, method: str, metadata, request: Any, context) -> CallContext:
         call = CallContext(method=method, trace=parse_traceparent(metadata_value(metadata, "traceparent")))
         client_id = getattr(request, "request_id", "") if not isinstance(request, _Malformed) else ""
         call.request_id = choose_request_id(client_id, metadata)
+        # The peer is for the access log alone: read only when a line will be written, and
+        # here, while the call is live. Read after a streaming call has ended (cancelled, or
+        # closed from another task), grpc's context.peer() crashed the process (SIGSEGV).
+        if self.access_log and access_logger.isEnabledFor(
+                logging.INFO if method.startswith(POOLING_PREFIX) else logging.DEBUG):
+            try:
+                call.peer = context.peer() or ""
+            except Exception:  # noqa: BLE001
+                call.peer = ""
         if self.metrics is not None:
             self.metrics.in_flight_of(method).inc()
         return call
@@ -142,11 +151,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if self.access_log:
             level = logging.INFO if call.method.startswith(POOLING_PREFIX) else logging.DEBUG
             if access_logger.isEnabledFor(level):
-                # The peer is read only for a line that is written (it is for the log alone).
-                try:
-                    call.peer = context.peer() or ""
-                except Exception:  # noqa: BLE001
-                    call.peer = ""
                 access_logger.log(
                     level,
                     "%s %s%s %.1fms",
@@ -158,7 +162,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _enter(self, method: str, request: Any, context) -> tuple[CallContext, Any, Any]:
         """Per-call setup: (call, context-variable token, span token)."""
         metadata = tuple(context.invocation_metadata() or ())
-        call = self._begin(method, metadata, request)
+        call = self._begin(method, metadata, request, context)
         token = CURRENT_CALL.set(call)
         span, span_token = start_server_span(method, metadata)
         call.span = span
