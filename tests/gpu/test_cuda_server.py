@@ -10,7 +10,6 @@ import time
 import grpc
 import numpy as np
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolstream.payloads.text_embedding.v1 import text_embedding_pb2 as te
@@ -145,7 +144,3 @@ def test_geotiff_segmentation_on_cuda():
     print(f"\ngeotiff on cuda (float16): IoU {iou:.3f}, {100 * agree:.2f}% of pixels equal to the CPU (float32) mask")
     assert masks["cuda"].shape == (512, 640) and iou >= 0.9 and agree > 0.99
 
-
-def test_cuda_is_really_used():
-    assert torch.cuda.is_available()
-    print(f"\n{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")

@@ -271,12 +271,7 @@ class ObservedEngine:
                          deadline: float | None = None) -> Any:
         """``encode`` awaited for its one output (the server's single-prompt path): the
         same marks and metrics as ``_observe``, without an async generator on each side."""
-        inner = getattr(self._engine, "encode_one", None)
-        if inner is None:  # an engine with the generator API only
-            out = None
-            async for result in self.encode(prompt, params, request_id, priority, deadline):
-                out = result
-            return out
+        inner = self._engine.encode_one
         call = current_call()
         metrics = self._metrics
         marks = call.marks if call is not None else {}
