@@ -131,8 +131,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # The peer is for the access log alone: read only when a line will be written, and
         # here, while the call is live. Read after a streaming call has ended (cancelled, or
         # closed from another task), grpc's context.peer() crashed the process (SIGSEGV).
-        if self.access_log and access_logger.isEnabledFor(
-                logging.INFO if method.startswith(POOLING_PREFIX) else logging.DEBUG):
+        if self.access_log and access_logger.isEnabledFor(_access_level(method)):
             try:
                 call.peer = context.peer() or ""
             except Exception:  # noqa: BLE001
@@ -149,7 +148,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self.metrics.in_flight_of(call.method).dec()
             self.metrics.observe_call(call.method, code, duration, call.reason)
         if self.access_log:
-            level = logging.INFO if call.method.startswith(POOLING_PREFIX) else logging.DEBUG
+            level = _access_level(call.method)
             if access_logger.isEnabledFor(level):
                 access_logger.log(
                     level,
@@ -222,6 +221,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 self._exit(call, token, span_token, context, exc)
 
         return stream
+
+
+def _access_level(method: str) -> int:
+    """Access-log level: PoolingService calls at INFO, health and reflection at DEBUG."""
+    return logging.INFO if method.startswith(POOLING_PREFIX) else logging.DEBUG
 
 
 def _report_timing(call: CallContext, context) -> None:
