@@ -40,10 +40,11 @@ gen: setup ## Regenerate code from protos/ (all languages)
 	$(BIN)/buf generate
 .PHONY: gen
 
-lint: setup ## buf lint + format check, ruff
+lint: setup ## buf lint + format check, ruff, mypy (service/ and plugins/, [tool.mypy] in pyproject.toml)
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/ruff check service plugins clients/python tests bench
+	$(BIN)/mypy
 .PHONY: lint
 
 breaking: setup ## buf breaking against the main branch (skipped where main has no protos yet)

@@ -95,7 +95,7 @@ class LimitsConfig:
     max_prompts_per_request: int = 1024
     max_concurrent_calls: int = 1024
     max_payload_bytes: int = 256 * MiB
-    # Seconds a plugin may hold a request up without progress (server/watchdog.py): a hung
+    # Seconds a plugin may hold a request up without progress (serving/watchdog.py): a hung
     # pre/post-process ends with DEADLINE_EXCEEDED PLUGIN_TIMEOUT; engine time never counts; 0 = off.
     plugin_timeout_s: float = 120.0
 

@@ -7,6 +7,7 @@ Wire format: little-endian, row-major, no padding; bfloat16 travels as its raw
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from poolstream.v1 import tensor_pb2
 DT = tensor_pb2.DType
 
 # proto dtype -> (numpy dtype for the wire bytes, torch dtype in memory)
-_WIRE = {
+_WIRE: dict[Any, tuple[np.dtype[Any], torch.dtype]] = {
     DT.DTYPE_FLOAT32: (np.dtype("<f4"), torch.float32),
     DT.DTYPE_FLOAT16: (np.dtype("<f2"), torch.float16),
     DT.DTYPE_BFLOAT16: (np.dtype("<u2"), torch.bfloat16),  # raw 16-bit patterns
@@ -41,7 +42,7 @@ MAX_TENSOR_RANK = 8
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
-def dtype_to_proto(dtype: torch.dtype) -> int:
+def dtype_to_proto(dtype: torch.dtype) -> Any:  # a tensor_pb2.DType value
     return _TORCH_TO_PROTO.get(dtype, DT.DTYPE_UNSPECIFIED)
 
 

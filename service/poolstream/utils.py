@@ -38,7 +38,7 @@ async def merge_async_iterators(*iterators: AsyncIterator[T]) -> AsyncIterator[t
     remaining = len(tasks)
     try:
         while remaining:
-            index, item = await queue.get()  # type: ignore[misc]
+            index, item = await queue.get()  # type: ignore[misc,assignment]
             if item is done:
                 remaining -= 1
                 continue

@@ -118,6 +118,6 @@ async def test_hung_plugin_frees_its_engine_work(server, stub):
     assert aborted > 0, (executed, aborted)  # the part still queued never ran
     # Freed at once: at most the batches already running finished after the error: 2 prompts
     # each, and up to two batches (the core thread's and, on CPU, the side lane's).
-    in_flight = 2 * (2 if engine.inner._core.side_lane else 1)
+    in_flight = 2 * (2 if engine._core.side_lane else 1)
     assert settled.prompts_executed - at_error.prompts_executed <= in_flight
     assert settled.queued_prompts == 0 and settled.running_prompts == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "service" / "poolstream" / "server"
+SERVING = ROOT / "service" / "poolstream" / "serving"
 PIPELINE = ROOT / "service" / "poolstream" / "plugins" / "io_processors" / "pipeline.py"
 PROTO = ROOT / "protos" / "poolstream" / "v1" / "pooling_service.proto"
 DOC = ROOT / "docs" / "operations.md"
@@ -18,7 +19,7 @@ CODES = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "DEADL
 def code_pairs() -> set[tuple[str, str]]:
     """Every (status code, ErrorInfo reason) the server can produce, read from its source."""
     pairs = set()
-    for path in SERVER.glob("*.py"):
+    for path in [*SERVER.glob("*.py"), *SERVING.glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
@@ -26,7 +27,7 @@ def code_pairs() -> set[tuple[str, str]]:
             args = list(node.args)
             if name == "invalid_argument" and args and isinstance(args[0], ast.Constant):
                 pairs.add(("INVALID_ARGUMENT", args[0].value))
-            elif name == "ServiceError" and len(args) >= 2 and isinstance(args[1], ast.Constant):
+            elif name in ("ServiceError", "ServingError") and len(args) >= 2 and isinstance(args[1], ast.Constant):
                 code = args[0]
                 assert isinstance(code, ast.Attribute), ast.dump(code)
                 pairs.add((code.attr, args[1].value))

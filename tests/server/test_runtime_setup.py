@@ -25,7 +25,7 @@ def test_serving_process_freezes_startup_objects_and_confines_torch_threads():
                 frozen = gc.get_freeze_count()
                 loop_threads = torch.get_num_threads()
                 worker_threads = await asyncio.to_thread(torch.get_num_threads)
-                core = server.state.engine.inner._core
+                core = server.state.engine._core
                 print(frozen > 10000, loop_threads, worker_threads, core.num_threads, core.thread.is_alive())
             finally:
                 await server.close()

@@ -21,7 +21,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from poolstream.engine.errors import (
     RequestAbortedError,
     jittered_retry_delay,
 )
+from poolstream.engine.group import LocalGroup
 from poolstream.engine.processor import InputProcessor, load_tokenizer
 from poolstream.engine.request import EngineRequest, RequestStatus
 from poolstream.engine.runner import ModelRunner, resolve_device, resolve_dtype
@@ -75,7 +76,7 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _padding_policy(device_type: str) -> dict[str, float]:
+def _padding_policy(device_type: str) -> dict[str, Any]:
     """How much padding a batch may carry (see Scheduler).
 
     NOTE(engine): on CPU the BERT encoder runs padded batches packed (its
@@ -230,6 +231,31 @@ class AsyncEngine:
         if self._loop is None:
             raise EngineError("the engine is not started: await start() first")
         return self._admit(prompt, params or PoolingParams(), request_id, priority, deadline)
+
+    def submit_group(
+        self,
+        prompts: Sequence[PromptType],
+        params: PoolingParams | None,
+        request_id: str,
+        priority: int = 0,
+        deadline: float | None = None,
+    ) -> LocalGroup:
+        """Admit every prompt now as ``f"{request_id}-{i}"``; results in completion order
+        (engine/group.py). An admission error is that prompt's result."""
+        if self._loop is None:
+            raise EngineError("the engine is not started: await start() first")
+        params = params or PoolingParams()
+        group = LocalGroup(self, len(prompts))
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, BaseException):  # a prompt the caller could not decode
+                group._ready.append((i, prompt))
+                continue
+            try:
+                group._add(i, self._admit(prompt, params, f"{request_id}-{i}", priority, deadline))
+            except Exception as e:
+                group._ready.append((i, e))
+        group._arm()
+        return group
 
     def release(self, req: EngineRequest) -> None:
         """Done with a ``submit()``ted request: abort it if it has not finished (its caller went

@@ -54,7 +54,7 @@ class EngineRequest:
     truncated: bool = False
     tensors: dict[str, torch.Tensor] | None = None
     cost: int = 0  # scheduler units: tokens, or model-defined tensor cost
-    group: Hashable = ("tokens",)  # only requests with equal groups share a batch
+    group: tuple[Hashable, ...] = ("tokens",)  # only requests with equal groups share a batch
 
     @property
     def num_tokens(self) -> int:

@@ -16,16 +16,16 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
-from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
+from poolstream.entrypoints.protocol import IOProcessorResponse
 from poolstream.inputs import PromptType
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors import IOProcessorSelection, select_io_processor
-from poolstream.plugins.io_processors.pipeline import OutputObserver, PluginPipeline
+from poolstream.plugins.io_processors.pipeline import OutputObserver, PipelineResult
 from poolstream.pooling_params import PoolingParams
-from poolstream.utils import merge_async_iterators
+from poolstream.serving import CallContext, ServingCore, ServingError
 
 T = TypeVar("T")
 
@@ -55,17 +55,21 @@ def build_config(
 
 
 class AsyncLLM:
-    """Model + plugin in this process, on the current event loop."""
+    """Model + plugin in this process, on the current event loop.
+
+    Calls go through the same serving core as the server's (``poolstream.serving``):
+    the same pipeline, watchdog and per-prompt engine path."""
 
     def __init__(self, config: PoolstreamConfig, selection: IOProcessorSelection, engine: Any):
         self.config = config
         self.selection = selection
         self.engine = engine
-        self.pipeline = (
-            PluginPipeline(selection.processor, engine, config.limits.max_prompts_per_request)
-            if selection.processor is not None
-            else None
-        )
+        self.core = ServingCore(config, selection)
+        self.core.attach_engine(engine)
+
+    @property
+    def pipeline(self) -> Any:
+        return self.core.pipeline
 
     @classmethod
     async def create(
@@ -99,12 +103,17 @@ class AsyncLLM:
         result = await self._run_plugin(data, request_id, priority, params, observer)
         return result.response
 
-    async def _run_plugin(self, data, request_id, priority, params, observer=None):
-        if self.pipeline is None:
+    async def _run_plugin(
+        self, data: Any, request_id: str | None, priority: int, params: PoolingParams | None,
+        observer: OutputObserver | None = None,
+    ) -> PipelineResult:
+        if self.core.pipeline is None:
             raise ValueError(_NO_PLUGIN)
-        rid = request_id or f"pool-{uuid.uuid4().hex}"
-        request = IOProcessorRequest(data=data, model=self.config.model_config.name, priority=priority, params=params)
-        return await self.pipeline.run(request, request_id=rid, observer=observer)
+        ctx = CallContext(request_id=request_id or f"pool-{uuid.uuid4().hex}", priority=priority)
+        try:
+            return await self.core.run_process(data, params, ctx, observer)
+        except ServingError as e:  # the in-process API raises what the plugin or engine raised
+            raise (e.__cause__ or e) from None
 
     async def encode(
         self,
@@ -115,12 +124,13 @@ class AsyncLLM:
     ) -> list[PoolingRequestOutput]:
         """vLLM's ``encode``: a ``{"data": ...}`` prompt goes through the plugin."""
         if isinstance(prompts, Mapping) and "data" in prompts:
-            if prompts["data"] is None:
+            data = cast(Mapping[str, Any], prompts)["data"]
+            if data is None:
                 raise ValueError(
                     "The 'data' field of the prompt is expected to contain the prompt data and it "
                     "cannot be None."
                 )
-            result = await self._run_plugin(prompts["data"], request_id, priority, pooling_params)
+            result = await self._run_plugin(data, request_id, priority, pooling_params)
             return [
                 PoolingRequestOutput(
                     request_id=result.response.request_id or "",
@@ -131,14 +141,12 @@ class AsyncLLM:
                 )
             ]
         prompt_list = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
-        rid = request_id or f"pool-{uuid.uuid4().hex}"
-        streams = [
-            self.engine.encode(p, pooling_params, f"{rid}-{i}", priority=priority)
-            for i, p in enumerate(prompt_list)
-        ]
+        ctx = CallContext(request_id=request_id or f"pool-{uuid.uuid4().hex}", priority=priority)
         results: list[PoolingRequestOutput | None] = [None] * len(prompt_list)
-        async for index, out in merge_async_iterators(*streams):
-            results[index] = out
+        async for r in self.core.run_encode(prompt_list, pooling_params, ctx):
+            if r.error is not None:  # the engine's own exception, as vLLM's encode raises it
+                raise (r.error.__cause__ or r.error) from None
+            results[r.index] = r.output
         return results  # type: ignore[return-value]
 
     async def stream(self, data: Any, request_id: str | None = None) -> AsyncIterator[Any]:

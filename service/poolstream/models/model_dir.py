@@ -131,12 +131,12 @@ def parse_pooling_config(cfg: dict[str, Any]) -> tuple[tuple[str, ...], bool, in
     if "pooling_mode" in cfg:  # compact schema: a name or a list of names
         raw = cfg["pooling_mode"]
         names = [raw] if isinstance(raw, str) else list(raw)
-        modes = []
+        compact: list[str] = []
         for name in names:
             if name not in _COMPACT_POOLING_NAMES:
                 raise ValueError(f"unknown pooling_mode {name!r}")
-            modes.append(_COMPACT_POOLING_NAMES[name])
-        return tuple(modes), include_prompt, dim
+            compact.append(_COMPACT_POOLING_NAMES[name])
+        return tuple(compact), include_prompt, dim
     modes = tuple(ours for key, ours in _VERBOSE_POOLING_KEYS.items() if cfg.get(key))
     return modes, include_prompt, dim
 

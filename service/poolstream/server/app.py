@@ -26,7 +26,7 @@ from poolstream.config import PoolstreamConfig
 from poolstream.plugins.io_processors import select_io_processor
 from poolstream.server.health import NOT_SERVING, SERVING, ServerHealth
 from poolstream.server.interceptors import AuthInterceptor, ObservabilityInterceptor
-from poolstream.server.metrics import ObservedEngine, ServerMetrics
+from poolstream.server.metrics import ServerMetrics
 from poolstream.server.reflection import enable_reflection
 from poolstream.server.servicer import PoolingServicer
 from poolstream.server.security import TokenAuthenticator
@@ -91,14 +91,20 @@ class PoolstreamServer:
         self.config = config
         self.listen = listen
         # Fails fast (vLLM's errors) before anything binds or loads.
-        self.state = ServerState(config=config, selection=select_io_processor(config, plugin_from_init))
+        self.state = ServerState(config, select_io_processor(config, plugin_from_init))
         self.health = ServerHealth([SERVICE_NAME])
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics = ServerMetrics(lambda: self.state.engine)
+        self.state.metrics = self.metrics  # the core feeds it from each call's record
         self.health_server: grpc.Server | None = None
         self.health_port = 0
-        self._batch_sampler: asyncio.Task | None = None
+        self._batch_sampler: asyncio.Task[None] | None = None
+
+    @property
+    def core(self) -> ServerState:
+        """The serving core every door of this server calls (``poolstream.serving``)."""
+        return self.state
 
     @property
     def address(self) -> str:
@@ -159,8 +165,7 @@ class PoolstreamServer:
         # collections to what requests allocate.
         gc.collect()
         gc.freeze()
-        # The wrapper times prompts (metrics) and tells the plugin watchdog when the engine works.
-        self.state.attach_engine(ObservedEngine(engine, self.metrics))
+        self.state.attach_engine(engine)
         self._batch_sampler = asyncio.create_task(self.metrics.run_batch_sampler())
         await self.health.set_all(SERVING)
         if self.listen.port_file:

@@ -1,4 +1,6 @@
-"""One table from exceptions to gRPC statuses with ``google.rpc.Status`` details.
+"""The gRPC side of the error table: a ``ServingError`` as ``google.rpc.Status`` with details.
+
+The table itself (exception -> code, reason) is transport-neutral: ``serving/errors.py``.
 
 Every error a client sees carries an ``ErrorInfo`` (domain ``poolstream.dev``
 and a reason from the table in ``pooling_service.proto``), plus
@@ -8,90 +10,35 @@ and a reason from the table in ``pooling_service.proto``), plus
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from poolstream.engine.errors import (
-    DeadlineExceededError,
-    EngineDeadError,
-    EngineError,
-    EngineOverloadedError,
-    InvalidPromptError,
-    RequestAbortedError,
+from poolstream.serving.errors import (
+    DOMAIN,
+    Code,
+    ServingError,
+    invalid_argument,
+    to_serving_error,
+    with_field,
 )
-from poolstream.plugins.io_processors.pipeline import PayloadError, PluginFailedError, TooManyPromptsError
 from poolstream.server.observability import current_call
 
 logger = logging.getLogger(__name__)
 
-DOMAIN = "poolstream.dev"
+# The gRPC door's names for the serving core's error type and table (serving/errors.py).
+ServiceError = ServingError
+to_service_error = to_serving_error
+
+__all__ = ["DOMAIN", "Code", "ServiceError", "ServingError", "abort", "grpc_code", "invalid_argument",
+           "to_service_error", "to_serving_error", "to_status_proto", "with_field"]
 
 
-@dataclass
-class ServiceError(Exception):
-    """An error with its gRPC code, ErrorInfo reason and optional details."""
-
-    code: grpc.StatusCode
-    reason: str
-    message: str
-    field_violations: Sequence[tuple[str, str]] = ()  # (field path, description)
-    retry_after_s: float | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def invalid_argument(reason: str, message: str, field_path: str | None = None) -> ServiceError:
-    violations = [(field_path, message)] if field_path else []
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, violations)
-
-
-def with_field(error: ServiceError, field_path: str) -> ServiceError:
-    """An INVALID_ARGUMENT without field violations gets one for ``field_path`` (BadRequest everywhere)."""
-    if error.code != grpc.StatusCode.INVALID_ARGUMENT or error.field_violations:
-        return error
-    return replace(error, field_violations=[(field_path, error.message)])
-
-
-def to_service_error(exc: BaseException) -> ServiceError:
-    """Map any exception to a ServiceError, following the documented table."""
-    if isinstance(exc, ServiceError):
-        return exc
-    if isinstance(exc, EngineOverloadedError):
-        return ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "QUEUE_FULL",
-            str(exc) or "The engine queue is full; retry later.",
-            retry_after_s=exc.retry_after_s,
-        )
-    if isinstance(exc, InvalidPromptError):
-        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROMPT", str(exc))
-    if isinstance(exc, RequestAbortedError):
-        return ServiceError(grpc.StatusCode.CANCELLED, "ABORTED", str(exc) or "the request was aborted")
-    if isinstance(exc, DeadlineExceededError):
-        return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", str(exc))
-    if isinstance(exc, EngineDeadError):
-        return ServiceError(grpc.StatusCode.UNAVAILABLE, "ENGINE_DEAD", str(exc))
-    if isinstance(exc, EngineError):  # the model failed on this prompt's batch (logged by the engine)
-        return ServiceError(grpc.StatusCode.INTERNAL, "MODEL_FAILED", str(exc))
-    if isinstance(exc, TooManyPromptsError):
-        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_PROMPTS", str(exc), [("data", str(exc))])
-    if isinstance(exc, DecodeError):  # client bytes inside a message (an Any's value) that do not parse
-        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", f"cannot decode: {exc}")
-    if isinstance(exc, PayloadError):
-        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", str(exc), [("data", str(exc))])
-    if isinstance(exc, PluginFailedError):
-        logger.error("Plugin hook failed: %s", exc, exc_info=exc.__cause__)
-        return ServiceError(grpc.StatusCode.INTERNAL, f"{exc.stage.upper()}_FAILED", f"The plugin's {exc}")
-    logger.exception("Unexpected error", exc_info=exc)
-    return ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"{type(exc).__name__}: {exc}")
+def grpc_code(error: ServingError) -> grpc.StatusCode:
+    """The ``grpc.StatusCode`` of an error's ``Code`` (same member names)."""
+    return grpc.StatusCode[error.code.name]
 
 
 def to_status_proto(error: ServiceError) -> status_pb2.Status:
@@ -117,7 +64,7 @@ def to_status_proto(error: ServiceError) -> status_pb2.Status:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
+    return status_pb2.Status(code=error.code.grpc, message=error.message, details=packed)
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:

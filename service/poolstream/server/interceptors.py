@@ -231,7 +231,7 @@ def _access_level(method: str) -> int:
 def _report_timing(call: CallContext, context) -> None:
     """A call that ran prompts and is about to end OK: its engine timing as trailers."""
     if context.code() in (None, grpc.StatusCode.OK):
-        trailers = timing.trailing_metadata(call.marks)
+        trailers = timing.trailing_metadata(call.record)
         if trailers:
             context.set_trailing_metadata(trailers)
 

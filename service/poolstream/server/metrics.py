@@ -2,8 +2,8 @@
 
 Each server owns its own ``CollectorRegistry`` (so several in-process servers
 in one test process do not collide). Call-level metrics are recorded by the
-observability interceptor, prompt-level ones by :class:`ObservedEngine` (a
-thin wrapper around the engine that times every prompt), and engine gauges
+observability interceptor, prompt-level ones by the serving core from each
+call's record (``serving.core.TrackedGroup``), and engine gauges
 (queue depth and whatever numeric counters ``engine.stats`` exposes) are
 sampled at scrape time. Queue and inference time come exactly from each
 output's ``timing`` (the engine's clock); batch sizes come from the engine's
@@ -38,15 +38,12 @@ import asyncio
 import dataclasses
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 
-from poolstream.server.observability import current_call
-from poolstream.server.timing import note_output
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +95,7 @@ class ServerMetrics:
         self._in_flight_children: dict[str, Gauge] = {}
         self._call_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._prompt_children: dict[str, Counter] = {}
-        self._http = None
+        self._http: Any = None
         self.port = 0
         self._last_batch = 0  # index of the last engine batch recorded
         self._batch_lock = threading.Lock()
@@ -228,162 +225,3 @@ def engine_stats(engine: Any) -> dict[str, Any]:
 
 def _metric_name(key: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in key).strip("_").lower()
-
-
-@dataclasses.dataclass(slots=True)
-class Submitted:
-    """A prompt admitted by ``ObservedEngine.submit``: the engine request (its ``future``),
-    when it was submitted and the marks of the call it belongs to."""
-
-    req: Any
-    submitted: float
-    marks: dict[str, Any]
-
-
-class ObservedEngine:
-    """Delegates to the engine; times each prompt and notes engine progress for the current call.
-
-    ``encode`` is a plain function (not an async generator) so that it reads
-    the calling request's :class:`CallContext` at submission time; the
-    returned generator then records into it as outputs arrive, whether or not
-    the plugin has consumed them yet (``marks["produced"]``, ``marks["waiting"]``),
-    which the plugin timeout needs (server/watchdog.py).
-    """
-
-    def __init__(self, engine: Any, metrics: ServerMetrics | None):
-        self._engine = engine
-        self._metrics = metrics
-
-    @property
-    def inner(self) -> Any:
-        return self._engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def encode(self, prompt: Any, params: Any, request_id: str, priority: int = 0,
-               deadline: float | None = None) -> AsyncIterator[Any]:
-        call = current_call()
-        stream = self._engine.encode(prompt, params, request_id, priority, deadline)
-        return self._observe(stream, call, request_id)
-
-    async def encode_one(self, prompt: Any, params: Any, request_id: str, priority: int = 0,
-                         deadline: float | None = None) -> Any:
-        """``encode`` awaited for its one output (the server's single-prompt path): the
-        same marks and metrics as ``_observe``, without an async generator on each side."""
-        inner = self._engine.encode_one
-        call = current_call()
-        metrics = self._metrics
-        marks = call.marks if call is not None else {}
-        submitted = time.monotonic()
-        # While this await is pending the engine works for the call (queued or batched).
-        marks["waiting"] = marks.get("waiting", 0) + 1
-        marks["activity"] = submitted
-        try:
-            out = await inner(prompt, params, request_id, priority, deadline)
-        except BaseException as e:
-            marks["waiting"] -= 1
-            marks["activity"] = time.monotonic()
-            if metrics is not None:
-                metrics.prompts_of("cancelled" if isinstance(e, asyncio.CancelledError) else "error").inc()
-            raise
-        marks["waiting"] -= 1
-        marks["activity"] = now = time.monotonic()
-        outcome = "error"
-        if getattr(out, "finished", True):
-            outcome = "ok"
-            self._finished(marks, out, now, submitted)
-        if metrics is not None:
-            metrics.prompts_of(outcome).inc()
-        return out
-
-    def submit(self, prompt: Any, params: Any, request_id: str, priority: int = 0,
-               deadline: float | None = None) -> "Submitted":
-        """``engine.submit`` (admitted now, not awaited) with ``encode_one``'s marks and
-        metrics; hand the result to ``collect`` once its future is done, or to ``drop``."""
-        call = current_call()
-        marks = call.marks if call is not None else {}
-        try:
-            req = self._engine.submit(prompt, params, request_id, priority, deadline)
-        except BaseException:
-            if self._metrics is not None:
-                self._metrics.prompts_of("error").inc()
-            raise
-        marks["waiting"] = marks.get("waiting", 0) + 1
-        marks["activity"] = submitted = time.monotonic()
-        return Submitted(req, submitted, marks)
-
-    def collect(self, sub: "Submitted") -> Any:
-        """The output of a submitted prompt whose future is done (its error is raised)."""
-        sub.marks["waiting"] -= 1
-        sub.marks["activity"] = now = time.monotonic()
-        self._engine.release(sub.req)
-        fut = sub.req.future
-        metrics = self._metrics
-        if fut.cancelled() or fut.exception() is not None:
-            if metrics is not None:
-                metrics.prompts_of("cancelled" if fut.cancelled() else "error").inc()
-            return fut.result()  # raises the prompt's error (CancelledError if cancelled)
-        out = fut.result()
-        outcome = "error"
-        if getattr(out, "finished", True):
-            outcome = "ok"
-            self._finished(sub.marks, out, now, sub.submitted)
-        if metrics is not None:
-            metrics.prompts_of(outcome).inc()
-        return out
-
-    def drop(self, sub: "Submitted") -> None:
-        """A submitted prompt nobody will collect (its call ended): aborted, counted cancelled."""
-        sub.marks["waiting"] -= 1
-        sub.marks["activity"] = time.monotonic()
-        self._engine.release(sub.req)
-        if self._metrics is not None:
-            self._metrics.prompts_of("cancelled").inc()
-
-    def _finished(self, marks: dict[str, Any], out: Any, now: float, submitted: float) -> None:
-        """A prompt's final output arrived: the call's marks (watchdog, timing trailers) and
-        the prompt-level metrics."""
-        marks.setdefault("produced", []).append(now)
-        marks["last_output"] = now
-        note_output(marks, out)
-        metrics = self._metrics
-        if metrics is not None:
-            metrics.prompt_latency.observe(now - submitted)
-            metrics.observe_timing(getattr(out, "timing", None))
-            ids = getattr(out, "prompt_token_ids", None)
-            metrics.tokens.inc(len(ids) if ids else 1)
-
-    async def _observe(self, stream: AsyncIterator[Any], call, request_id: str) -> AsyncIterator[Any]:
-        metrics = self._metrics
-        marks = call.marks if call is not None else {}
-        submitted = time.monotonic()
-        outcome = "error"
-        iterator = stream.__aiter__()
-        try:
-            while True:
-                # While this await is pending the engine works for the call (queued or batched).
-                marks["waiting"] = marks.get("waiting", 0) + 1
-                marks["activity"] = time.monotonic()
-                try:
-                    out = await iterator.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    marks["waiting"] -= 1
-                    marks["activity"] = time.monotonic()
-                now = time.monotonic()
-                if getattr(out, "finished", True):
-                    outcome = "ok"
-                    self._finished(marks, out, now, submitted)
-                yield out
-        except (GeneratorExit, asyncio.CancelledError):
-            if outcome != "ok":
-                outcome = "cancelled"
-            raise
-        finally:
-            if metrics is not None:
-                metrics.prompts_of(outcome).inc()
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()

@@ -34,9 +34,9 @@ try:  # the optional `otel` extra
 
     HAVE_OTEL = True
 except ImportError:  # pragma: no cover - depends on the environment
-    _otel_context = None
-    _otel_propagate = None
-    _otel_trace = None
+    _otel_context = None  # type: ignore[assignment]
+    _otel_propagate = None  # type: ignore[assignment]
+    _otel_trace = None  # type: ignore[assignment]
     HAVE_OTEL = False
 
 
@@ -94,8 +94,9 @@ class CallContext:
     start: float = field(default_factory=time.monotonic)
     # The ErrorInfo reason of the status the call ended with (set by errors.abort).
     reason: str = ""
-    # Per-call plugin/engine timing (filled by the servicer and the engine wrapper).
-    marks: dict[str, Any] = field(default_factory=dict)
+    # The serving core's progress record of the call (serving/context.py: CallRecord), shared
+    # by the servicer; the timing trailers read it. None for calls that run no prompts.
+    record: Any = None
     # The OpenTelemetry server span (otel extra only).
     span: Any = None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ class TokenAuthenticator:
 
 def load_tokens(token_file: str | None, env: dict[str, str] | None = None) -> list[str]:
     """Tokens from ``--auth-token-file`` (one per line) or ``$POOLSTREAM_AUTH_TOKEN``; [] = auth off."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     if token_file:
         try:
             text = Path(token_file).read_text(encoding="utf-8")
@@ -97,5 +98,5 @@ def load_tokens(token_file: str | None, env: dict[str, str] | None = None) -> li
         if not tokens:
             raise ValueError(f"--auth-token-file {token_file} holds no token")
         return tokens
-    value = env.get(AUTH_TOKEN_ENV, "").strip()
+    value = environ.get(AUTH_TOKEN_ENV, "").strip()
     return [value] if value else []

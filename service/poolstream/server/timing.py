@@ -21,26 +21,11 @@ from typing import Any
 
 QUEUE_TIME_KEY = "poolstream-queue-time-ms"
 INFERENCE_TIME_KEY = "poolstream-inference-time-ms"
-_MARK = "engine_timing"  # CallContext.marks entry: [first batch start, last batch end, longest queue]
 
 
-def note_output(marks: dict[str, Any], out: Any) -> None:
-    """Fold one engine output's timing into the call's marks."""
-    timing = getattr(out, "timing", None)
-    if timing is None:
-        return
-    acc = marks.get(_MARK)
-    if acc is None:
-        marks[_MARK] = [timing.started, timing.finished, timing.queue_s]
-    else:
-        acc[0] = min(acc[0], timing.started)
-        acc[1] = max(acc[1], timing.finished)
-        acc[2] = max(acc[2], timing.queue_s)
-
-
-def trailing_metadata(marks: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The timing trailers for a call's marks (empty when no prompt ran)."""
-    acc = marks.get(_MARK)
-    if acc is None:
+def trailing_metadata(record: Any) -> tuple[tuple[str, str], ...]:
+    """The timing trailers of a call's ``CallRecord`` (empty when no prompt ran)."""
+    if record is None or record.batch_start is None:
         return ()
-    return ((QUEUE_TIME_KEY, f"{acc[2] * 1e3:.3f}"), (INFERENCE_TIME_KEY, f"{max(0.0, acc[1] - acc[0]) * 1e3:.3f}"))
+    inference_s = max(0.0, record.batch_end - record.batch_start)
+    return ((QUEUE_TIME_KEY, f"{record.longest_queue_s * 1e3:.3f}"), (INFERENCE_TIME_KEY, f"{inference_s * 1e3:.3f}"))

@@ -8,7 +8,7 @@ Shared by the gRPC handlers (Process, ProcessStream) and the in-process
 2. ``validate_or_generate_params`` with the request's params;
 3. every prompt is submitted at once as ``<request id>-<i>`` with the
    request's priority (and deadline);
-4. outputs are merged in completion order as ``(i, output)`` and fed to
+4. outputs arrive in completion order as ``(i, output)`` and fed to
    ``post_process_async`` *while the engine still produces them*; an observer
    callback sees each one first (ProcessStream streams it to the client);
 5. ``output_to_response`` builds the response.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +34,6 @@ from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorRespo
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.interface import IOProcessor
 from poolstream.pooling_params import PoolingParams
-from poolstream.utils import merge_async_iterators
 
 
 class PayloadError(ValueError):
@@ -57,18 +56,20 @@ class PluginFailedError(Exception):
 
 
 class PromptEncoder(Protocol):
-    """The part of the engine the pipeline needs."""
+    """The part of the engine the pipeline needs (engine/group.py: submit a group, iterate, close)."""
 
-    def encode(
+    def submit_group(
         self,
-        prompt: Any,
+        prompts: Sequence[Any],
         params: PoolingParams | None,
         request_id: str,
         priority: int = 0,
         deadline: float | None = None,
-    ) -> AsyncIterator[PoolingRequestOutput]: ...
+    ) -> Any: ...
 
-    def abort(self, request_ids: str | Sequence[str]) -> None: ...
+
+# Submits a group of prompts: (prompts, params, request_id, priority, deadline) -> PromptGroup.
+SubmitGroup = Callable[..., Any]
 
 
 # Called with (index, output, completed, total) for each finished prompt.
@@ -115,7 +116,10 @@ class PluginPipeline:
         deadline: float | None = None,
         observer: OutputObserver | None = None,
         on_prompt_count: Callable[[int], None] | None = None,
+        submit: SubmitGroup | None = None,
     ) -> PipelineResult:
+        """Run one plugin request. ``submit`` (default: the engine's ``submit_group``) lets
+        the serving core track the call's prompts (its CallRecord and metrics)."""
         proc = self.processor
         request.request_id = request_id
 
@@ -142,21 +146,17 @@ class PluginPipeline:
         # 2. Params.
         try:
             if self._params_take_request:
-                params = proc.validate_or_generate_params(request.params, request=validated)
+                params = proc.validate_or_generate_params(request.params, request=validated)  # type: ignore[call-arg]
             else:
                 params = proc.validate_or_generate_params(request.params)
         except (ValueError, TypeError) as e:
             raise PayloadError(str(e)) from e
 
-        # 3. Submit everything at once.
-        sub_ids = [f"{request_id}-{i}" for i in range(len(prompt_list))]
-        streams = [
-            self.engine.encode(p, params, sid, priority=request.priority, deadline=deadline)
-            for p, sid in zip(prompt_list, sub_ids)
-        ]
-        merged = merge_async_iterators(*streams) if streams else _empty()
+        # 3. Submit everything at once (prompt i runs as f"{request_id}-{i}").
+        group = (submit or self.engine.submit_group)(
+            prompt_list, params, request_id, request.priority, deadline)
         stats = {"completed": 0, "tokens": 0}
-        tapped = self._tap(merged, len(prompt_list), stats, observer)
+        tapped = self._tap(group, len(prompt_list), stats, observer)
 
         # 4. Post-process while the engine runs.
         try:
@@ -182,8 +182,7 @@ class PluginPipeline:
                 raise PluginFailedError("post_process", e) from e
         finally:
             await tapped.aclose()
-            if stats["completed"] < len(sub_ids):
-                self.engine.abort(sub_ids)
+            group.close()  # aborts every prompt not finished
 
         # 5. The response.
         try:
@@ -198,26 +197,19 @@ class PluginPipeline:
 
     @staticmethod
     async def _tap(
-        merged: AsyncIterator[tuple[int, PoolingRequestOutput]],
+        group: Any,
         total: int,
         stats: dict[str, int],
         observer: OutputObserver | None,
-    ) -> AsyncIterator[tuple[int, PoolingRequestOutput]]:
-        try:
-            async for index, output in merged:
-                stats["completed"] += 1
-                stats["tokens"] += _cost(output)
-                if observer is not None:
-                    observer(index, output, stats["completed"], total)
-                yield index, output
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as e:  # an engine error, not the plugin's
-            raise _EngineFailure(e) from e
-        finally:
-            aclose = getattr(merged, "aclose", None)
-            if aclose is not None:
-                await aclose()
+    ) -> AsyncGenerator[tuple[int, PoolingRequestOutput], None]:
+        async for index, output in group:
+            if isinstance(output, BaseException):  # an engine error, not the plugin's
+                raise _EngineFailure(output) from output
+            stats["completed"] += 1
+            stats["tokens"] += _cost(output)
+            if observer is not None:
+                observer(index, output, stats["completed"], total)
+            yield index, output
 
 
 def _accepts_kwarg(func: Callable[..., Any], name: str) -> bool:
@@ -239,11 +231,6 @@ def _cost(output: PoolingRequestOutput) -> int:
     if output.prompt_token_ids:
         return len(output.prompt_token_ids)
     return 1
-
-
-async def _empty() -> AsyncIterator[tuple[int, PoolingRequestOutput]]:
-    return
-    yield  # pragma: no cover  (makes this an async generator)
 
 
 def monotonic_deadline(time_remaining: float | None) -> float | None:

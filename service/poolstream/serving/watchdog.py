@@ -18,11 +18,11 @@ deadline and the queue bound that), so a long queue never trips it, while a
 plugin stuck on its first output is stopped after ``plugin_timeout_s`` and
 the request's remaining queued prompts are aborted.
 
-Engine activity comes from :class:`poolstream.server.metrics.ObservedEngine`,
-which keeps in ``CallContext.marks``: ``waiting`` (prompts of this call
-awaiting the engine), ``activity`` (the last time that changed) and
-``produced`` (arrival times of the call's outputs); the pipeline's observer
-callback gives ``consumed`` (outputs the plugin took).
+Engine activity comes from the call's :class:`~poolstream.serving.context.CallRecord`,
+which the serving core keeps as prompts are submitted and finish: ``waiting``
+(prompts of this call awaiting the engine), ``activity`` (the last time that
+changed) and ``produced`` (arrival times of the call's outputs); the pipeline's
+observer callback gives ``consumed`` (outputs the plugin took).
 
 The watchdog wakes at most once per ``plugin_timeout_s`` per request, so it
 costs nothing measurable under load. Limits: a *synchronous* hook that the
@@ -39,10 +39,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
-
-from poolstream.server.errors import ServiceError
-from poolstream.server.observability import CURRENT_CALL, CallContext, current_call
+from poolstream.serving.context import CallRecord
+from poolstream.serving.errors import Code, ServingError
 
 logger = logging.getLogger(__name__)
 
@@ -52,39 +50,35 @@ _CANCEL_WAIT_S = 2.0
 
 async def run_plugin_guarded(
     start: Callable[[Any, Callable[[int], None]], Awaitable[Any]],
+    record: CallRecord,
     observer: Any,
     on_prompt_count: Callable[[int], None] | None,
     timeout_s: float,
     metrics: Any = None,
 ) -> Any:
     """Run ``start(observer, on_prompt_count)`` (the pipeline) under the plugin watchdog."""
-    call = current_call()
-    token = None
-    if call is None:  # no interceptor (direct servicer use): still track this call
-        call = CallContext(method="")
-        token = CURRENT_CALL.set(call)
-    marks = call.marks
     t0 = time.monotonic()
-    marks["progress"] = t0
+    record.progress = t0
 
     def prompt_count(n: int) -> None:
         now = time.monotonic()
-        marks["pre_done"] = marks["progress"] = now
+        record.pre_done = record.progress = now
+        record.prompt_count = n
         if metrics is not None:
             metrics.pre_process_time.observe(now - t0)
         if on_prompt_count is not None:
             on_prompt_count(n)
 
     def consumed(index: int, output: Any, completed: int, total: int) -> None:
-        marks["consumed"] = completed
-        marks["progress"] = time.monotonic()
+        record.consumed = completed
+        record.progress = time.monotonic()
         if observer is not None:
             observer(index, output, completed, total)
 
     task = asyncio.ensure_future(start(consumed, prompt_count))
     try:
         if timeout_s and timeout_s > 0:
-            await _watch(task, marks, t0, timeout_s)
+            await _watch(task, record, t0, timeout_s)
         result = await task
     finally:
         if not task.done():
@@ -94,41 +88,28 @@ async def run_plugin_guarded(
                 logger.error("A plugin request ignored cancellation; leaving it behind")
         elif not task.cancelled():
             task.exception()  # mark retrieved
-        if token is not None:
-            CURRENT_CALL.reset(token)
-    if metrics is not None and "last_output" in marks:
-        metrics.post_process_time.observe(max(0.0, time.monotonic() - marks["last_output"]))
+    if metrics is not None and record.last_output is not None:
+        metrics.post_process_time.observe(max(0.0, time.monotonic() - record.last_output))
     return result
 
 
-def _stalled_since(marks: dict[str, Any], now: float) -> float | None:
-    """Since when the plugin has been holding the request up; None while it waits for the engine."""
-    produced: list[float] = marks.get("produced", [])
-    taken = marks.get("consumed", 0)
-    if taken < len(produced):  # an output is ready and the plugin has not taken it
-        return max(marks["progress"], produced[taken])
-    if marks.get("waiting", 0) > 0:  # the plugin waits for the engine
-        return None
-    return max(marks["progress"], marks.get("activity", 0.0))
-
-
-async def _watch(task: asyncio.Future, marks: dict[str, Any], t0: float, timeout_s: float) -> None:
+async def _watch(task: asyncio.Future[Any], record: CallRecord, t0: float, timeout_s: float) -> None:
     next_check = t0 + timeout_s
     while True:
         done, _ = await asyncio.wait({task}, timeout=max(0.0, next_check - time.monotonic()))
         if done:
             return
         now = time.monotonic()
-        idle_since = _stalled_since(marks, now)
+        idle_since = record.stalled_since()
         if idle_since is None:
             next_check = now + timeout_s
             continue
         if now - idle_since >= timeout_s:
-            stage = "post_process" if "pre_done" in marks else "pre_process"
+            stage = "post_process" if record.pre_done is not None else "pre_process"
             task.cancel()
             await asyncio.wait({task}, timeout=_CANCEL_WAIT_S)
-            raise ServiceError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
+            raise ServingError(
+                Code.DEADLINE_EXCEEDED,
                 "PLUGIN_TIMEOUT",
                 f"the plugin's {stage} ran for {now - idle_since:.1f}s without finishing "
                 f"(--plugin-timeout {timeout_s:g}s); its engine work was aborted",
