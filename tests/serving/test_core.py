@@ -114,3 +114,18 @@ async def test_ctx_cancel_aborts_the_engine_work(core):
     await asyncio.sleep(0.2)
     assert engine.stats.prompts_executed <= executed + 4 < 40  # at most the batches already running
     assert ctx.record.waiting == 0 and core.active_calls == 0
+
+
+def test_in_process_llm_goes_through_the_core():
+    from poolstream.engine.errors import InvalidPromptError
+    from poolstream.entrypoints.llm import LLM
+
+    with LLM(io_processor_plugin="text_embedding", engine_config=EngineConfig(num_threads=1)) as llm:
+        [out] = llm.encode({"data": {"texts": ["a", "b"]}})
+        assert out.finished and out.request_id.startswith("pool-")
+        outs = llm.encode(["one", "two"], request_id="r")
+        assert [o.request_id for o in outs] == ["r-0", "r-1"]
+        with pytest.raises(InvalidPromptError):  # the engine's own exception, as vLLM raises it
+            llm.encode([{"prompt_token_ids": [10**9]}])
+        with pytest.raises(ValueError):  # the plugin's payload error
+            llm.process({"texts": "not a list"})

@@ -19,6 +19,8 @@ Prompt ``i`` runs as engine request ``f"{request_id}-{i}"``.
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +45,14 @@ class PromptGroup(Protocol):
     async def __anext__(self) -> GroupResult: ...
 
     def close(self) -> None: ...
+
+    def pending_since(self) -> float | None:
+        """When the oldest result that arrived but was not yet taken arrived (None: none)."""
+        ...
+
+    def outstanding(self) -> int:
+        """Prompts the engine has not answered yet."""
+        ...
 
 
 class EngineClient(Protocol):
@@ -78,7 +88,7 @@ class LocalGroup:
     through done-callbacks into a queue, so nothing runs per prompt until it finishes.
     """
 
-    __slots__ = ("_engine", "_live", "_ready", "_queue", "size", "_closed")
+    __slots__ = ("_engine", "_live", "_ready", "_queue", "size", "_closed", "_arrivals", "_single_at")
 
     def __init__(self, engine: "AsyncEngine", size: int):
         self._engine = engine
@@ -87,6 +97,9 @@ class LocalGroup:
         self._ready: list[GroupResult] = []  # admission errors, reported first
         self._queue: asyncio.Queue[asyncio.Future[Any]] | None = None
         self._closed = False
+        self._arrivals: collections.deque[float] = collections.deque()  # of queued, untaken results
+        self._single_at: float | None = None  # a lone prompt's arrival, once track_arrivals() asked
+
 
     def _add(self, index: int, req: "EngineRequest") -> None:
         assert req.future is not None
@@ -96,8 +109,36 @@ class LocalGroup:
         if len(self._live) > 1:
             queue: asyncio.Queue[asyncio.Future[Any]] = asyncio.Queue()
             self._queue = queue
+            arrivals = self._arrivals
+
+            def arrived(fut: asyncio.Future[Any]) -> None:
+                arrivals.append(time.monotonic())
+                queue.put_nowait(fut)
+
             for fut in self._live:
-                fut.add_done_callback(queue.put_nowait)
+                fut.add_done_callback(arrived)
+
+    def track_arrivals(self) -> None:
+        """Note when a lone prompt's result arrives too (the plugin watchdog needs it; the
+        single-text Encode path does not pay for it)."""
+        if self._queue is None and self._live:
+
+            def arrived(fut: asyncio.Future[Any]) -> None:
+                self._single_at = time.monotonic()
+
+            next(iter(self._live)).add_done_callback(arrived)
+
+    def pending_since(self) -> float | None:
+        if self._queue is not None:
+            return self._arrivals[0] if self._arrivals else None
+        if self._ready:
+            return 0.0
+        if self._live and next(iter(self._live)).done():
+            return self._single_at if self._single_at is not None else time.monotonic()
+        return None
+
+    def outstanding(self) -> int:
+        return sum(1 for fut in self._live if not fut.done())
 
     def __aiter__(self) -> "LocalGroup":
         return self
@@ -121,6 +162,8 @@ class LocalGroup:
         else:
             while True:
                 fut = await self._queue.get()
+                if self._arrivals:
+                    self._arrivals.popleft()
                 if fut in live:
                     break
         index, req = live.pop(fut)
@@ -129,6 +172,32 @@ class LocalGroup:
             return index, asyncio.CancelledError()
         exc = fut.exception()
         return index, (exc if exc is not None else fut.result())
+
+    def on_result(self, callback: Any) -> None:
+        """Deliver results to ``callback(index, result)`` as they come instead of iterating:
+        admission errors at once, outputs from the futures' done callbacks (the engine
+        process answers front ends this way, without a task per group)."""
+        for index, error in self._ready:
+            callback(index, error)
+        self._ready.clear()
+        self._queue = None
+        release = self._engine.release
+        live = self._live
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            entry = live.pop(fut, None)
+            if entry is None:
+                return  # closed meanwhile
+            index, req = entry
+            release(req)
+            if fut.cancelled():
+                callback(index, asyncio.CancelledError())
+            else:
+                exc = fut.exception()
+                callback(index, exc if exc is not None else fut.result())
+
+        for fut in list(live):
+            fut.add_done_callback(done)
 
     def close(self) -> None:
         """Abort every prompt not finished (never executed if still queued); free their ids."""

@@ -18,7 +18,9 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -36,6 +38,9 @@ from poolstream.v1 import pooling_service_pb2, pooling_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
+# Seconds a front end keeps answering UNAVAILABLE ENGINE_DEAD after its engine died, then exits.
+ENGINE_DEAD_LINGER_S = 1.0
+
 SERVICE_NAME = pooling_service_pb2.DESCRIPTOR.services_by_name["PoolingService"].full_name
 
 
@@ -49,6 +54,9 @@ class ListenConfig:
     drain_delay_s: float = 0.0
     # Keepalive, connection age, TLS, auth, metrics and health ports (server/transport.py).
     transport: TransportConfig = field(default_factory=TransportConfig)
+    # SO_REUSEPORT on the listeners: the N front ends of --api-server-count share the port
+    # (off otherwise, so that a second server on a taken port fails instead of sharing it).
+    reuse_port: bool = False
 
 
 def _import_payload_types() -> None:
@@ -69,12 +77,15 @@ def build_server(
     health: ServerHealth,
     transport: TransportConfig | None = None,
     metrics: ServerMetrics | None = None,
+    reuse_port: bool = False,
 ) -> grpc.aio.Server:
     transport = transport or TransportConfig()
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics, transport.access_log)]
     if transport.auth_tokens:
         interceptors.append(AuthInterceptor(TokenAuthenticator(list(transport.auth_tokens))))
-    server = grpc.aio.server(options=server_options(config.limits, transport), interceptors=interceptors)
+    options = [o for o in server_options(config.limits, transport) if o[0] != "grpc.so_reuseport"]
+    options.append(("grpc.so_reuseport", 1 if reuse_port else 0))
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     pooling_service_pb2_grpc.add_PoolingServiceServicer_to_server(PoolingServicer(state, metrics), server)
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -87,9 +98,17 @@ def build_server(
 class PoolstreamServer:
     """One server: plugin selection, gRPC listener, engine. ``serve()`` adds signals."""
 
-    def __init__(self, config: PoolstreamConfig, listen: ListenConfig, plugin_from_init: str | None = None):
+    def __init__(self, config: PoolstreamConfig, listen: ListenConfig, plugin_from_init: str | None = None,
+                 engine_factory: Callable[["PoolstreamServer"], Awaitable[Any]] | None = None):
         self.config = config
         self.listen = listen
+        # None: the engine runs in this process. A front end of --api-server-count N passes
+        # one that connects to the engine process (server/processes.py).
+        self.engine_factory = engine_factory
+        # Set when the engine died: serve() then stops and exits non-zero.
+        self.engine_dead = asyncio.Event()
+        # Called once SERVING (a front end tells its supervisor).
+        self.on_serving: Callable[[], None] | None = None
         # Fails fast (vLLM's errors) before anything binds or loads.
         self.state = ServerState(config, select_io_processor(config, plugin_from_init))
         self.health = ServerHealth([SERVICE_NAME])
@@ -114,7 +133,8 @@ class PoolstreamServer:
         """Listen with health NOT_SERVING."""
         await self.health.set_all(NOT_SERVING)
         transport = self.listen.transport
-        self.server = build_server(self.config, self.state, self.health, transport, self.metrics)
+        self.server = build_server(self.config, self.state, self.health, transport, self.metrics,
+                                   reuse_port=self.listen.reuse_port)
         bind_to = f"{self.listen.host}:{self.listen.port}"
         if transport.tls is not None:
             self.port = self.server.add_secure_port(bind_to, transport.tls.server_credentials())
@@ -142,7 +162,7 @@ class PoolstreamServer:
             # liveness probe times out).
             self.health_server = grpc.server(
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="poolstream-health"),
-                options=[("grpc.so_reuseport", 0)])
+                options=[("grpc.so_reuseport", 1 if self.listen.reuse_port else 0)])
             health_pb2_grpc.add_HealthServicer_to_server(self.health.threaded_servicer, self.health_server)
             self.health_port = self.health_server.add_insecure_port(f"{self.listen.host}:{transport.health_port}")
             if self.health_port == 0:
@@ -151,11 +171,15 @@ class PoolstreamServer:
 
     async def load(self) -> None:
         """Load the model in a thread, then go SERVING."""
-        from poolstream.engine import AsyncEngine  # deferred: heavy import
         from poolstream.engine.cpu_threads import confine_other_threads
 
-        engine = await asyncio.to_thread(AsyncEngine.from_config, self.config)
-        await engine.start()
+        if self.engine_factory is not None:
+            engine = await self.engine_factory(self)
+        else:
+            from poolstream.engine import AsyncEngine  # deferred: heavy import
+
+            engine = await asyncio.to_thread(AsyncEngine.from_config, self.config)
+            await engine.start()
         # Only the engine core thread runs multi-threaded torch: one OpenMP team more
         # (plugin work on the loop or an executor thread) throttles the engine's (engine/cpu_threads.py).
         confine_other_threads(asyncio.get_running_loop())
@@ -167,7 +191,11 @@ class PoolstreamServer:
         gc.freeze()
         self.state.attach_engine(engine)
         self._batch_sampler = asyncio.create_task(self.metrics.run_batch_sampler())
+        if self.engine_dead.is_set():  # died while we were getting ready
+            return
         await self.health.set_all(SERVING)
+        if self.on_serving is not None:
+            self.on_serving()
         if self.listen.port_file:
             _write_port_file(self.listen.port_file, self.port)
         mi = engine.model_info
@@ -179,6 +207,13 @@ class PoolstreamServer:
     async def start(self) -> None:
         await self.bind()
         await self.load()
+
+    def on_engine_dead(self, error: BaseException) -> None:
+        """The engine (process) died: NOT_SERVING, and serve() ends with a non-zero exit.
+        Calls from now on answer UNAVAILABLE ENGINE_DEAD (serving/core.py)."""
+        logger.error("The engine died (%s): NOT_SERVING; exiting", error)
+        self.engine_dead.set()
+        asyncio.get_running_loop().create_task(self.health.set_all(NOT_SERVING))
 
     async def drain_and_stop(self) -> None:
         """NOT_SERVING, optional drain delay, stop accepting, grace for in-flight calls."""
@@ -208,27 +243,39 @@ class PoolstreamServer:
             await engine.shutdown()
 
 
-async def serve(config: PoolstreamConfig, listen: ListenConfig, plugin_from_init: str | None = None) -> int:
-    """Run the server until SIGTERM/SIGINT; return the process exit code."""
-    server = PoolstreamServer(config, listen, plugin_from_init)
+async def serve(config: PoolstreamConfig, listen: ListenConfig, plugin_from_init: str | None = None,
+                server: PoolstreamServer | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT; return the process exit code (1 if the engine died)."""
+    server = server or PoolstreamServer(config, listen, plugin_from_init)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    waiters: list[asyncio.Task[Any]] = []
     try:
         await server.bind()
         load = asyncio.create_task(server.load())
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not load.done():  # a signal during the model load
+        dead = asyncio.create_task(server.engine_dead.wait())
+        waiters += [stopper, dead]
+        await asyncio.wait({load, stopper, dead}, return_when=asyncio.FIRST_COMPLETED)
+        if not load.done():  # a signal (or the engine's death) during the model load
             load.cancel()
+            await asyncio.gather(load, return_exceptions=True)
             await server.close()
-            return 0
+            return 1 if server.engine_dead.is_set() else 0
         load.result()
-        await stopper
+        await asyncio.wait({stopper, dead}, return_when=asyncio.FIRST_COMPLETED)
+        if server.engine_dead.is_set():
+            # Calls in flight have their ENGINE_DEAD answers; give them a moment to go out.
+            await asyncio.sleep(ENGINE_DEAD_LINGER_S)
+            await server.close()
+            return 1
         await server.drain_and_stop()
         return 0
     finally:
+        for w in waiters:
+            w.cancel()
         await server.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -72,7 +72,9 @@ class ServerMetrics:
                               ["method", "code", "reason"], registry=r)
         self.duration = Histogram("poolstream_request_duration_seconds", "RPC wall time", ["method"],
                                   buckets=_LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("poolstream_requests_in_flight", "RPCs in progress", ["method"], registry=r)
+        # livesum: with --api-server-count N the scrape sums the live front ends.
+        self.in_flight = Gauge("poolstream_requests_in_flight", "RPCs in progress", ["method"], registry=r,
+                               multiprocess_mode="livesum")
         self.prompts = Counter("poolstream_prompts", "Prompts finished by the engine, by outcome",
                                ["outcome"], registry=r)
         self.tokens = Counter("poolstream_prompt_tokens", "Tokens (or model positions) encoded", registry=r)
@@ -207,6 +209,25 @@ class _EngineCollector:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             yield GaugeMetricFamily(f"poolstream_engine_{_metric_name(key)}", f"engine.stats {key}", value=value)
+
+
+class EngineStatsFileCollector(_EngineCollector):
+    """The engine gauges of an engine in another process (``--api-server-count N``): read at
+    scrape time from the stats file the engine process rewrites every 0.5 s."""
+
+    def __init__(self, path: str):
+        super().__init__(self._read, lambda stats: None)
+        self.path = path
+
+    def _read(self) -> Any:
+        import json
+        import types
+
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return types.SimpleNamespace(stats=json.load(f))
+        except (OSError, ValueError):
+            return None
 
 
 def engine_stats(engine: Any) -> dict[str, Any]:

@@ -44,6 +44,9 @@ class CallRecord:
     batch_start: float | None = None
     batch_end: float = 0.0
     longest_queue_s: float = 0.0
+    # The call's prompt groups in flight (plugin calls): the watchdog asks them whether
+    # results wait for the plugin and whether the engine still works for the call.
+    groups: list[Any] = field(default_factory=list)
 
     def note_output(self, out: Any, now: float) -> None:
         """A prompt's final output arrived at ``now``."""
@@ -61,11 +64,17 @@ class CallRecord:
 
     def stalled_since(self) -> float | None:
         """Since when the plugin has held the call up; None while it waits for the engine."""
-        produced = self.produced
-        taken = self.consumed
-        if taken < len(produced):  # an output is ready and the plugin has not taken it
-            return max(self.progress, produced[taken])
-        if self.waiting > 0:  # the plugin waits for the engine
+        oldest_ready: float | None = None
+        engine_busy = False
+        for group in self.groups:
+            ready = group.pending_since()
+            if ready is not None and (oldest_ready is None or ready < oldest_ready):
+                oldest_ready = ready
+            if group.outstanding():
+                engine_busy = True
+        if oldest_ready is not None:  # an output is ready and the plugin has not taken it
+            return max(self.progress, oldest_ready)
+        if engine_busy:  # the plugin waits for the engine
             return None
         return max(self.progress, self.activity)
 

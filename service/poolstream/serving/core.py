@@ -67,9 +67,12 @@ class ServingCore:
         """The engine, or UNAVAILABLE while loading or draining."""
         if self.draining:
             raise ServingError(Code.UNAVAILABLE, "DRAINING", "the server is shutting down")
-        if self.engine is None:
+        engine = self.engine
+        if engine is None:
             raise ServingError(Code.UNAVAILABLE, "NOT_READY", "the model is still loading")
-        return self.engine
+        if not engine.is_running:
+            raise ServingError(Code.UNAVAILABLE, "ENGINE_DEAD", str(engine.dead_error or "the engine stopped"))
+        return engine
 
     def begin(self, ctx: CallContext) -> None:
         """Admit a call: readiness, the concurrent-call cap, a deadline the queue rules out.
@@ -208,8 +211,11 @@ class ServingCore:
         record, metrics = ctx.record, self.metrics
 
         def submit(prompts: Sequence[Any], p: Any, rid: str, priority: int, deadline: float | None) -> Any:
-            return TrackedGroup(self.ready_engine().submit_group(prompts, p, rid, priority, deadline),
-                                record, metrics)
+            group = self.ready_engine().submit_group(prompts, p, rid, priority, deadline)
+            group.track_arrivals()
+            tracked = TrackedGroup(group, record, metrics)
+            record.groups.append(tracked)
+            return tracked
 
         try:
             # --plugin-timeout: a hung plugin hook ends the call (serving/watchdog.py).
@@ -335,7 +341,15 @@ class TrackedGroup:
             metrics.tokens.inc(len(ids) if ids else 1)
         return index, result
 
+    def pending_since(self) -> float | None:
+        return self._group.pending_since()
+
+    def outstanding(self) -> int:
+        return self._group.outstanding()
+
     def close(self) -> None:
+        if self in self._record.groups:
+            self._record.groups.remove(self)
         left = self._left
         if left:
             self._left = 0
