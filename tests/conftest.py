@@ -107,11 +107,33 @@ def start_server_process() -> Iterator:
 
 
 @pytest.fixture(scope="session")
-def default_server() -> Iterator[ServerProcess]:
+def one_process_server() -> Iterator[ServerProcess]:
     """One ``poolstream serve`` on the embedded model + text_embedding, shared by read-only tests."""
     server = launch_server()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def default_server(one_process_server) -> ServerProcess:
+    return one_process_server
+
+
+# Process layouts the gRPC behaviour tests run against: the default (one process) and an
+# engine process behind two front ends sharing the port (--api-server-count 2).
+LAYOUTS = {"one-process": (), "api-server-count-2": ("--api-server-count", "2")}
+
+
+@pytest.fixture(scope="session", params=list(LAYOUTS))
+def layout_server(request, one_process_server) -> Iterator[ServerProcess]:
+    """``default_server``, and the same server laid out in processes: a module that overrides
+    ``default_server`` with this one runs every test against each layout."""
+    if not LAYOUTS[request.param]:
+        yield one_process_server
+        return
+    server = launch_server(*LAYOUTS[request.param])
+    yield server
+    assert server.stop() == 0, server.log()
 
 
 @contextlib.asynccontextmanager

@@ -55,6 +55,10 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
                    "rebalance (0: never; gRPC adds +-10%% jitter)")
     g.add_argument("--max-connection-age-grace", type=float, default=d_transport.max_connection_age_grace_s,
                    help="seconds calls in flight get after a max-age GOAWAY")
+    g.add_argument("--api-server-count", type=int, default=None,
+                   help="N >= 1: N gRPC front-end processes share the port and one engine process owns "
+                   "the model (tokenization and plugin hooks scale with N); 0: one process. Default: "
+                   "0 on CPU, min(4, cores/4) on CUDA (README, 'Process layout')")
     g.add_argument("--health-port", type=int, default=0,
                    help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet gRPC "
                    "probes cannot speak TLS); 0: off")
@@ -162,6 +166,17 @@ def main(argv: list[str] | None = None) -> int:
             drain_delay_s=args.drain_delay,
             transport=transport_from_args(args),
         )
+        count = args.api_server_count
+        if count is None:
+            from poolstream.server.processes import default_api_server_count
+
+            count = default_api_server_count(config.engine_config.device)
+        if count < 0:
+            raise ValueError(f"--api-server-count must be >= 0, got {count}")
+        if count > 0:
+            from poolstream.server.processes import run_multiprocess
+
+            return run_multiprocess(config, listen, plugin, count, args.log_level, args.log_format)
         return asyncio.run(serve(config, listen, plugin))
     except (ValueError, FileNotFoundError, OSError) as e:
         # Startup errors (plugin selection, bad model dir, bind): message and non-zero exit.

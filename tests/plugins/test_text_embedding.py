@@ -16,6 +16,12 @@ from tests.grpc_helpers import error_details, json_payload, typed_payload
 
 TEXTS = ["The cat sits on the mat.", "A feline rests on a rug.", "Stock markets fell sharply today."]
 
+@pytest.fixture
+def default_server(layout_server):
+    """Every test here runs against each process layout (tests/conftest.py, LAYOUTS)."""
+    return layout_server
+
+
 
 def tensor(t) -> np.ndarray:
     dtypes = {1: "<f4", 2: "<f2"}

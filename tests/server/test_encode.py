@@ -13,6 +13,12 @@ from poolstream.v1 import pooling_service_pb2 as pb
 from poolstream.v1 import pooling_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import error_details
 
+@pytest.fixture
+def default_server(layout_server):
+    """Every test here runs against each process layout (tests/conftest.py, LAYOUTS)."""
+    return layout_server
+
+
 
 def text(t: str) -> pooling_pb2.Prompt:
     return pooling_pb2.Prompt(text=t)

@@ -9,6 +9,12 @@ import pytest
 
 from tests.conftest import BIN, grpcurl
 
+@pytest.fixture
+def default_server(layout_server):
+    """Every test here runs against each process layout (tests/conftest.py, LAYOUTS)."""
+    return layout_server
+
+
 
 def run(*cmd: str, timeout: float = 60) -> str:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

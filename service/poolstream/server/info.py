@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
 import google.protobuf
@@ -48,7 +49,18 @@ def server_info(state: ServerState) -> pb.GetServerInfoResponse:
 
     limits = config.limits
     engine_config = config.engine_config
+    # Filled by the process that starts the layout (server/processes.py); one process otherwise.
+    lay = state.layout
+    pid = os.getpid()
+    layout = pb.ProcessLayout(
+        engine_process=bool(lay.get("engine_process", False)),
+        api_server_count=int(lay.get("api_server_count", 1)),
+        front_end_index=int(lay.get("front_end_index", 0)),
+        front_end_pid=pid,
+        engine_pid=int(getattr(state.engine, "engine_pid", 0) or pid),
+    )
     return pb.GetServerInfoResponse(
+        layout=layout,
         model=model,
         plugin=plugin,
         limits=pb.Limits(

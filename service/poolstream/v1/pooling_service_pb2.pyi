@@ -156,16 +156,32 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("model", "plugin", "limits", "versions")
+    __slots__ = ("model", "plugin", "limits", "versions", "layout")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
     plugin: PluginInfo
     limits: Limits
     versions: Versions
-    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., plugin: _Optional[_Union[PluginInfo, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ...) -> None: ...
+    layout: ProcessLayout
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., plugin: _Optional[_Union[PluginInfo, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., layout: _Optional[_Union[ProcessLayout, _Mapping]] = ...) -> None: ...
+
+class ProcessLayout(_message.Message):
+    __slots__ = ("engine_process", "api_server_count", "front_end_index", "front_end_pid", "engine_pid")
+    ENGINE_PROCESS_FIELD_NUMBER: _ClassVar[int]
+    API_SERVER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FRONT_END_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FRONT_END_PID_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_PID_FIELD_NUMBER: _ClassVar[int]
+    engine_process: bool
+    api_server_count: int
+    front_end_index: int
+    front_end_pid: int
+    engine_pid: int
+    def __init__(self, engine_process: _Optional[bool] = ..., api_server_count: _Optional[int] = ..., front_end_index: _Optional[int] = ..., front_end_pid: _Optional[int] = ..., engine_pid: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "path", "architecture", "output_shape", "output_dtype", "max_model_len", "pooling", "normalize", "device", "compute_dtype", "tensor_inputs")

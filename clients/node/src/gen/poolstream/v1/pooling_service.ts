@@ -296,7 +296,29 @@ export interface GetServerInfoResponse {
     | Limits
     | undefined;
   /** Software versions. */
-  versions: Versions | undefined;
+  versions:
+    | Versions
+    | undefined;
+  /** How the server is laid out in processes (`--api-server-count`). */
+  layout: ProcessLayout | undefined;
+}
+
+/**
+ * ProcessLayout says which processes serve: one process (the engine in the
+ * process that answered), or N gRPC front ends sharing the port plus one engine
+ * process that owns the model and the device.
+ */
+export interface ProcessLayout {
+  /** True when the engine runs in its own process (`--api-server-count` N >= 1). */
+  engineProcess: boolean;
+  /** Number of gRPC front-end processes sharing the port (1 in one process). */
+  apiServerCount: number;
+  /** Which front end answered this call, 0 to api_server_count - 1. */
+  frontEndIndex: number;
+  /** Process id of the front end that answered. */
+  frontEndPid: number;
+  /** Process id of the engine process (equal to front_end_pid in one process). */
+  enginePid: number;
 }
 
 /** ModelInfo describes the served model. */
@@ -1663,7 +1685,7 @@ export const GetServerInfoRequest: MessageFns<GetServerInfoRequest> = {
 };
 
 function createBaseGetServerInfoResponse(): GetServerInfoResponse {
-  return { model: undefined, plugin: undefined, limits: undefined, versions: undefined };
+  return { model: undefined, plugin: undefined, limits: undefined, versions: undefined, layout: undefined };
 }
 
 export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
@@ -1679,6 +1701,9 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     }
     if (message.versions !== undefined) {
       Versions.encode(message.versions, writer.uint32(34).fork()).join();
+    }
+    if (message.layout !== undefined) {
+      ProcessLayout.encode(message.layout, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1728,6 +1753,14 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
             message.versions = Versions.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.layout = ProcessLayout.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1746,6 +1779,7 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
       plugin: isSet(object.plugin) ? PluginInfo.fromJSON(object.plugin) : undefined,
       limits: isSet(object.limits) ? Limits.fromJSON(object.limits) : undefined,
       versions: isSet(object.versions) ? Versions.fromJSON(object.versions) : undefined,
+      layout: isSet(object.layout) ? ProcessLayout.fromJSON(object.layout) : undefined,
     };
   },
 
@@ -1762,6 +1796,9 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     }
     if (message.versions !== undefined) {
       obj.versions = Versions.toJSON(message.versions);
+    }
+    if (message.layout !== undefined) {
+      obj.layout = ProcessLayout.toJSON(message.layout);
     }
     return obj;
   },
@@ -1783,6 +1820,162 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     message.versions = (object.versions !== undefined && object.versions !== null)
       ? Versions.fromPartial(object.versions)
       : undefined;
+    message.layout = (object.layout !== undefined && object.layout !== null)
+      ? ProcessLayout.fromPartial(object.layout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseProcessLayout(): ProcessLayout {
+  return { engineProcess: false, apiServerCount: 0, frontEndIndex: 0, frontEndPid: 0, enginePid: 0 };
+}
+
+export const ProcessLayout: MessageFns<ProcessLayout> = {
+  encode(message: ProcessLayout, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.engineProcess !== false) {
+      writer.uint32(8).bool(message.engineProcess);
+    }
+    if (message.apiServerCount !== 0) {
+      writer.uint32(16).uint32(message.apiServerCount);
+    }
+    if (message.frontEndIndex !== 0) {
+      writer.uint32(24).uint32(message.frontEndIndex);
+    }
+    if (message.frontEndPid !== 0) {
+      writer.uint32(32).int64(message.frontEndPid);
+    }
+    if (message.enginePid !== 0) {
+      writer.uint32(40).int64(message.enginePid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProcessLayout {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProcessLayout();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.engineProcess = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.apiServerCount = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.frontEndIndex = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.frontEndPid = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.enginePid = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProcessLayout {
+    return {
+      engineProcess: isSet(object.engineProcess)
+        ? globalThis.Boolean(object.engineProcess)
+        : isSet(object.engine_process)
+        ? globalThis.Boolean(object.engine_process)
+        : false,
+      apiServerCount: isSet(object.apiServerCount)
+        ? globalThis.Number(object.apiServerCount)
+        : isSet(object.api_server_count)
+        ? globalThis.Number(object.api_server_count)
+        : 0,
+      frontEndIndex: isSet(object.frontEndIndex)
+        ? globalThis.Number(object.frontEndIndex)
+        : isSet(object.front_end_index)
+        ? globalThis.Number(object.front_end_index)
+        : 0,
+      frontEndPid: isSet(object.frontEndPid)
+        ? globalThis.Number(object.frontEndPid)
+        : isSet(object.front_end_pid)
+        ? globalThis.Number(object.front_end_pid)
+        : 0,
+      enginePid: isSet(object.enginePid)
+        ? globalThis.Number(object.enginePid)
+        : isSet(object.engine_pid)
+        ? globalThis.Number(object.engine_pid)
+        : 0,
+    };
+  },
+
+  toJSON(message: ProcessLayout): unknown {
+    const obj: any = {};
+    if (message.engineProcess !== false) {
+      obj.engineProcess = message.engineProcess;
+    }
+    if (message.apiServerCount !== 0) {
+      obj.apiServerCount = Math.round(message.apiServerCount);
+    }
+    if (message.frontEndIndex !== 0) {
+      obj.frontEndIndex = Math.round(message.frontEndIndex);
+    }
+    if (message.frontEndPid !== 0) {
+      obj.frontEndPid = Math.round(message.frontEndPid);
+    }
+    if (message.enginePid !== 0) {
+      obj.enginePid = Math.round(message.enginePid);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ProcessLayout>, I>>(base?: I): ProcessLayout {
+    return ProcessLayout.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ProcessLayout>, I>>(object: I): ProcessLayout {
+    const message = createBaseProcessLayout();
+    message.engineProcess = object.engineProcess ?? false;
+    message.apiServerCount = object.apiServerCount ?? 0;
+    message.frontEndIndex = object.frontEndIndex ?? 0;
+    message.frontEndPid = object.frontEndPid ?? 0;
+    message.enginePid = object.enginePid ?? 0;
     return message;
   },
 };

@@ -22,6 +22,7 @@ __all__ = (
     "PoolingRequestOutput",
     "PoolingServiceStub",
     "ProcessChunk",
+    "ProcessLayout",
     "ProcessProgress",
     "ProcessRequest",
     "ProcessResponse",
@@ -379,6 +380,11 @@ class GetServerInfoResponse(betterproto2.Message):
     versions: "Versions | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Software versions.
+    """
+
+    layout: "ProcessLayout | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    How the server is laid out in processes (`--api-server-count`).
     """
 
 
@@ -751,6 +757,43 @@ class ProcessChunk(betterproto2.Message):
 
 
 default_message_pool.register_message("poolstream.v1", "ProcessChunk", ProcessChunk)
+
+
+@dataclass(eq=False, repr=False)
+class ProcessLayout(betterproto2.Message):
+    """
+    ProcessLayout says which processes serve: one process (the engine in the
+    process that answered), or N gRPC front ends sharing the port plus one engine
+    process that owns the model and the device.
+    """
+
+    engine_process: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+    """
+    True when the engine runs in its own process (`--api-server-count` N >= 1).
+    """
+
+    api_server_count: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+    """
+    Number of gRPC front-end processes sharing the port (1 in one process).
+    """
+
+    front_end_index: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+    """
+    Which front end answered this call, 0 to api_server_count - 1.
+    """
+
+    front_end_pid: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
+    """
+    Process id of the front end that answered.
+    """
+
+    engine_pid: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+    """
+    Process id of the engine process (equal to front_end_pid in one process).
+    """
+
+
+default_message_pool.register_message("poolstream.v1", "ProcessLayout", ProcessLayout)
 
 
 @dataclass(eq=False, repr=False)
