@@ -10,7 +10,8 @@ For every request, before any route runs:
   ``/docs``, ``/openapi.json``, ``/health`` and ``/metrics`` stay open, as health
   and reflection do on gRPC);
 - **call context**: request id (``X-Request-Id`` -> ``pool-<id>``, echoed back),
-  W3C ``traceparent``, the same Prometheus series as gRPC calls (method label
+  W3C ``traceparent`` (in log lines; no OpenTelemetry span yet), the same
+  Prometheus series as gRPC calls (``grpc_service="http"``, ``grpc_method``
   ``POST /v1/embeddings``...), one access-log line, and the engine timing as
   response headers (TEI's ``x-queue-time``/``x-inference-time`` and the gRPC
   trailer names);
@@ -37,15 +38,7 @@ from poolstream.http.errors import error_response, style_of
 from poolstream.server import timing
 from poolstream.server.errors import ServiceError
 from poolstream.server.metrics import ServerMetrics
-from poolstream.server.observability import (
-    CURRENT_CALL,
-    CallContext,
-    end_span,
-    finish_server_span,
-    new_request_id,
-    parse_traceparent,
-    start_server_span,
-)
+from poolstream.server.observability import CURRENT_CALL, CallContext, new_request_id, parse_traceparent
 from poolstream.server.security import TokenAuthenticator
 
 Scope = MutableMapping[str, Any]
@@ -55,6 +48,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_logger = logging.getLogger("poolstream.access")
+HTTP_SERVICE = "http"  # the grpc_service label of HTTP requests in the shared metrics
 
 # Open without a token: the page, the API docs, health and metrics.
 OPEN_PATHS = {"/", "/index.html", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
@@ -123,11 +117,8 @@ class FrontDoorMiddleware:
         client = scope.get("client")
         call.peer = f"{client[0]}:{client[1]}" if client else ""
         token = CURRENT_CALL.set(call)
-        span, span_token = start_server_span(method, [(k.decode("latin-1"), v.decode("latin-1"))
-                                                      for k, v in scope.get("headers", ())])
-        call.span = span
         if self.metrics is not None:
-            self.metrics.in_flight_of(method).inc()
+            self.metrics.in_flight.labels(grpc_service=HTTP_SERVICE, grpc_method=method).inc()
         status = {"code": 0}
 
         async def send_wrapped(message: Message) -> None:
@@ -151,11 +142,8 @@ class FrontDoorMiddleware:
         finally:
             code = call.marks.get("grpc_code") or _code_name(status["code"])
             duration = time.monotonic() - call.start
-            end_span(span, code, call.reason)
-            finish_server_span(span, span_token)
             if self.metrics is not None:
-                self.metrics.in_flight_of(method).dec()
-                self.metrics.observe_call(method, code, duration, call.reason)
+                _observe(self.metrics, method, code, duration, call.reason)
             if self.access_log:
                 level = logging.DEBUG if (path not in API_PATHS) else logging.INFO
                 if access_logger.isEnabledFor(level):
@@ -255,6 +243,16 @@ class FrontDoorMiddleware:
             watcher.cancel()
             if not app.done():
                 app.cancel()
+
+
+def _observe(metrics: ServerMetrics, method: str, code: str, duration: float, reason: str) -> None:
+    """The gRPC calls' series, with grpc_service "http" and the route as grpc_method."""
+    labels = {"grpc_service": HTTP_SERVICE, "grpc_method": method}
+    metrics.in_flight.labels(**labels).dec()
+    metrics.requests.labels(**labels, grpc_code=code).inc()
+    metrics.duration.labels(**labels).observe(duration)
+    if code != "OK":
+        metrics.errors.labels(**labels, grpc_code=code, reason=reason or "-").inc()
 
 
 def _noted(call: CallContext | None, error: ServiceError) -> ServiceError:
