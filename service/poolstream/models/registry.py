@@ -15,6 +15,26 @@ from poolstream.models.base import PoolingModel
 _MODELS: dict[str, tuple[str, str]] = {
     # Text encoders (all-MiniLM, BGE, E5 ...): native torch BERT.
     "BertModel": ("poolstream.models.bert", "BertEmbeddingModel"),
+    # Native encoders / decoders of other families (see each module's docstring).
+    # Checkpoints often name their pre-training class (MPNetForMaskedLM for
+    # all-mpnet-base-v2, Qwen3ForCausalLM for Qwen3-Embedding) over encoder weights:
+    # those names serve the same way (their LM heads are not read).
+    "XLMRobertaModel": ("poolstream.models.xlm_roberta", "XLMRobertaEmbeddingModel"),
+    "XLMRobertaForSequenceClassification": ("poolstream.models.xlm_roberta", "XLMRobertaEmbeddingModel"),
+    "RobertaModel": ("poolstream.models.xlm_roberta", "XLMRobertaEmbeddingModel"),
+    "RobertaForSequenceClassification": ("poolstream.models.xlm_roberta", "XLMRobertaEmbeddingModel"),
+    "MPNetModel": ("poolstream.models.mpnet", "MPNetEmbeddingModel"),
+    "MPNetForMaskedLM": ("poolstream.models.mpnet", "MPNetEmbeddingModel"),
+    "MPNetForSequenceClassification": ("poolstream.models.mpnet", "MPNetEmbeddingModel"),
+    "ModernBertModel": ("poolstream.models.modernbert", "ModernBertEmbeddingModel"),
+    "ModernBertForMaskedLM": ("poolstream.models.modernbert", "ModernBertEmbeddingModel"),
+    "ModernBertForSequenceClassification": ("poolstream.models.modernbert", "ModernBertEmbeddingModel"),
+    "Qwen2Model": ("poolstream.models.qwen", "QwenEmbeddingModel"),
+    "Qwen2ForCausalLM": ("poolstream.models.qwen", "QwenEmbeddingModel"),
+    "Qwen2ForSequenceClassification": ("poolstream.models.qwen", "QwenEmbeddingModel"),
+    "Qwen3Model": ("poolstream.models.qwen", "QwenEmbeddingModel"),
+    "Qwen3ForCausalLM": ("poolstream.models.qwen", "QwenEmbeddingModel"),
+    "Qwen3ForSequenceClassification": ("poolstream.models.qwen", "QwenEmbeddingModel"),
     # ---- Geospatial / segmentation models (owned by the geospatial engineer) ----
     "PrithviSegmentationModel": ("poolstream.models.prithvi", "PrithviSegmentationModel"),
     # ---- end geospatial ----
