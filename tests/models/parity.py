@@ -32,7 +32,9 @@ async def engine_outputs(path: Path, prompts: list[Any], params: PoolingParams |
         outs = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
     finally:
         await engine.shutdown()
-    return torch.stack([o.outputs.data for o in outs]), outs
+    rows = [o.outputs.data for o in outs]
+    same = all(r.shape == rows[0].shape for r in rows)
+    return (torch.stack(rows) if same else torch.empty(0)), outs
 
 
 def load_native(path: Path) -> Any:

@@ -9,7 +9,7 @@ import torch
 
 from poolstream.models.modernbert import ModernBertEmbeddingModel
 from tests.models.parity import TOL, encode_pairs, engine_outputs, load_native, max_diff, st_embed
-from tests.models.tiny import PAIRS, TEXTS, init_weights, save_model_dir, template, train_tokenizer
+from tests.models.tiny import TEXTS, init_weights, save_model_dir, template, train_tokenizer
 
 # answerdotai/ModernBERT-base's config.json, shrunk: hidden 768 -> 64, 22 -> 4 layers (global attention in
 # layers 0 and 3, as every 3rd), intermediate, vocab, and the local window 128 -> 8 tokens so that the
@@ -77,20 +77,3 @@ def test_padded_and_alone_agree(modernbert_dir):
         alone = torch.stack([model.forward_tokens(ids[i:i + 1, :n], mask[i:i + 1, :n])[0]
                              for i, n in enumerate(mask.sum(1).tolist())])
     assert max_diff(batch, alone) < TOL
-
-
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_classifier_matches_cross_encoder(tmp_path, pooling):
-    from sentence_transformers import CrossEncoder
-
-    tok = modernbert_tokenizer()
-    model = build("ModernBertForSequenceClassification", tok, 1, num_labels=1, classifier_pooling=pooling)
-    path = save_model_dir(tmp_path, model, tok, pooling=None, max_seq_length=40, tokenizer_kwargs=TOKENIZER_KWARGS)
-    ours_model = load_native(path)
-    assert ours_model.spec().pooling == pooling
-    ids, mask = encode_pairs(path, PAIRS, 40, pad_id=tok.token_to_id("[PAD]"))
-    with torch.inference_mode():
-        ours = ours_model.forward_tokens(ids, mask)
-    ce = CrossEncoder(str(path), device="cpu", max_length=40)
-    ref = ce.predict(PAIRS, activation_fn=torch.nn.Identity(), convert_to_tensor=True)
-    assert max_diff(ours[:, 0], ref) < TOL

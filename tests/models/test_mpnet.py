@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from poolstream.models.mpnet import MPNetEmbeddingModel, relative_buckets
-from tests.models.parity import TOL, encode_pairs, engine_outputs, load_native, max_diff, st_embed
-from tests.models.tiny import PAIRS, TEXTS, init_weights, save_model_dir, template, train_tokenizer
+from tests.models.parity import TOL, engine_outputs, load_native, max_diff, st_embed
+from tests.models.tiny import TEXTS, init_weights, save_model_dir, template, train_tokenizer
 
 # sentence-transformers/all-mpnet-base-v2's config.json, shrunk (hidden 768 -> 64, 12 -> 2 layers, vocab).
 # Its architectures names the pre-training class over MPNetModel weights.
@@ -70,19 +70,3 @@ def test_relative_buckets_match_transformers():
     pos = torch.arange(s)
     ref = MPNetEncoder.relative_position_bucket(pos[None, :] - pos[:, None], num_buckets=32, max_distance=128)
     assert torch.equal(relative_buckets(s, 32, 128, torch.device("cpu")), ref)
-
-
-def test_classifier_matches_transformers(tmp_path):
-    from sentence_transformers import CrossEncoder
-
-    tok = mpnet_tokenizer()
-    model = build("MPNetForSequenceClassification", tok, 1, num_labels=2,
-                  id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
-    path = save_model_dir(tmp_path, model, tok, pooling=None, max_seq_length=40, tokenizer_kwargs=TOKENIZER_KWARGS)
-    ours_model = load_native(path)
-    assert ours_model.spec().extra["id2label"] == {0: "negative", 1: "positive"}
-    ids, mask = encode_pairs(path, PAIRS, 40, pad_id=1)
-    with torch.inference_mode():
-        ours = ours_model.forward_tokens(ids, mask)
-    ref = CrossEncoder(str(path), device="cpu", max_length=40).predict(PAIRS, convert_to_tensor=True)
-    assert max_diff(ours, ref) < TOL

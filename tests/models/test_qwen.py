@@ -9,7 +9,7 @@ import torch
 
 from poolstream.models.qwen import QwenEmbeddingModel
 from tests.models.parity import TOL, encode_pairs, engine_outputs, load_native, max_diff, st_embed
-from tests.models.tiny import PAIRS, TEXTS, init_weights, save_model_dir, template, train_tokenizer
+from tests.models.tiny import TEXTS, init_weights, save_model_dir, template, train_tokenizer
 
 # Qwen/Qwen3-Embedding-0.6B's config.json, shrunk (hidden 1024 -> 64, 28 -> 2 layers, vocab); head_dim
 # stays explicit and larger than hidden / heads, as in the real model (128 vs 1024 / 16 = 64).
@@ -107,21 +107,3 @@ def test_left_and_right_padding_agree(qwen3_dir):
         alone = torch.stack([model.forward_tokens(ids[i:i + 1, :n], mask[i:i + 1, :n])[0]
                              for i, n in enumerate(lens.tolist())])
     assert max_diff(left, right) < TOL and max_diff(eager_left, right) < TOL and max_diff(alone, right) < TOL
-
-
-def test_sequence_classification_matches_transformers(tmp_path):
-    """The score head reads the last real token (as vLLM does). Transformers picks the last token
-    that is not ``pad_token_id``, the same token when the pad token is not the appended EOS."""
-    tok = qwen_tokenizer()
-    pad = tok.token_to_id("<|im_end|>")
-    model = build("Qwen3ForSequenceClassification", "Qwen3Config", QWEN3_EMBEDDING, tok, 3, num_labels=3,
-                  pad_token_id=pad)
-    path = save_model_dir(tmp_path, model, tok, pooling=None, max_seq_length=24,
-                          tokenizer_kwargs={**TOKENIZER_KWARGS, "pad_token": "<|im_end|>", "padding_side": "right"})
-    ours_model = load_native(path)
-    assert ours_model.spec().output_shape == (3,)
-    ids, mask = encode_pairs(path, PAIRS, 24, pad_id=pad)
-    with torch.inference_mode():
-        ref = model(input_ids=ids, attention_mask=mask).logits
-        ours = ours_model.forward_tokens(ids, mask)
-    assert max_diff(ours, ref) < TOL

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from poolstream.models.xlm_roberta import XLMRobertaEmbeddingModel
-from tests.models.parity import TOL, encode_pairs, engine_outputs, load_native, max_diff, st_embed
-from tests.models.tiny import PAIRS, TEXTS, init_weights, save_model_dir, template, train_tokenizer
+from tests.models.parity import TOL, engine_outputs, load_native, max_diff, st_embed
+from tests.models.tiny import TEXTS, init_weights, save_model_dir, template, train_tokenizer
 
 # intfloat/multilingual-e5-small's config.json, shrunk (hidden 384 -> 64, 12 -> 2 layers, vocab).
 E5_SMALL = {
@@ -52,19 +52,6 @@ def e5_dir(tmp_path_factory) -> Path:
                           tokenizer_kwargs=TOKENIZER_KWARGS)
 
 
-@pytest.fixture(scope="module")
-def reranker_dir(tmp_path_factory) -> Path:
-    from transformers import XLMRobertaForSequenceClassification
-
-    tok = xlmr_tokenizer()
-    torch.manual_seed(1)
-    cfg = hf_config("XLMRobertaConfig", BGE_RERANKER, tok.get_vocab_size())
-    cfg.num_labels = 1
-    model = init_weights(XLMRobertaForSequenceClassification(cfg), seed=1)
-    return save_model_dir(tmp_path_factory.mktemp("reranker"), model, tok, pooling=None,
-                          tokenizer_kwargs=TOKENIZER_KWARGS, max_seq_length=40)
-
-
 async def test_embeddings_match_sentence_transformers(e5_dir):
     ours, outs = await engine_outputs(e5_dir, TEXTS)
     assert max_diff(ours, st_embed(e5_dir, TEXTS)) < TOL
@@ -81,19 +68,3 @@ def test_loaded_natively_with_positions_offset(e5_dir):
     assert spec.max_model_len == 32
     # Positions start at padding_idx + 1: the table seen by the encoder skips rows 0 and 1.
     assert model.body.pos_type.shape[0] == 514 - 2
-
-
-def test_classifier_logits_match_cross_encoder(reranker_dir):
-    from sentence_transformers import CrossEncoder
-
-    model = load_native(reranker_dir)
-    spec = model.spec()
-    assert spec.output_shape == (1,) and not spec.normalize
-    assert spec.extra["id2label"] == {0: "LABEL_0"}
-    ids, mask = encode_pairs(reranker_dir, PAIRS, spec.max_model_len)
-    assert ids.shape[1] == 40  # the long pair was truncated
-    with torch.inference_mode():
-        ours = model.forward_tokens(ids, mask)
-    ce = CrossEncoder(str(reranker_dir), device="cpu", max_length=40)
-    ref = ce.predict(PAIRS, activation_fn=torch.nn.Identity(), convert_to_tensor=True)
-    assert max_diff(ours[:, 0], ref) < TOL

@@ -25,7 +25,7 @@ from poolstream.models.layers import (
     SUPPORTED_ACTIVATIONS, Rotary, activation, apply_rotary, attention, frozen, key_padding_mask, layer_norm,
     packed_index, scatter_rows, token_positions,
 )
-from poolstream.models.text_model import ClassifierHead, NativeTextModel
+from poolstream.models.text_model import ClassifierHead, NativeTextModel, Weights
 
 
 def layer_types(cfg: dict[str, Any]) -> list[str]:
@@ -142,7 +142,7 @@ class _ModernBertEncoder(nn.Module):
 
 
 class ModernBertEmbeddingModel(NativeTextModel):
-    """ModernBertModel / ModernBertForSequenceClassification."""
+    """ModernBertModel / ModernBertForSequenceClassification / ModernBertForTokenClassification."""
 
     anchor: ClassVar[str] = "embeddings.tok_embeddings.weight"
     family: ClassVar[str] = "ModernBERT"
@@ -152,17 +152,21 @@ class ModernBertEmbeddingModel(NativeTextModel):
         return _ModernBertEncoder(weights, hf_config), int(hf_config.get("max_position_embeddings") or 0)
 
     @classmethod
-    def build_head(cls, rest: dict[str, torch.Tensor], body: dict[str, torch.Tensor],
-                   hf_config: dict[str, Any]) -> ClassifierHead | None:
+    def build_heads(cls, architecture: str, rest: Weights, body: Weights,
+                    hf_config: dict[str, Any]) -> tuple[ClassifierHead | None, ClassifierHead | None]:
+        """ModernBertPredictionHead (dense -> act -> LayerNorm) then ``classifier``: on the
+        ``classifier_pooling`` of the tokens (sequence) or on every token (token classification)."""
         if "classifier.weight" not in rest:
-            return None
+            return None, None
         act = str(hf_config.get("classifier_activation", "gelu"))
         if act not in SUPPORTED_ACTIVATIONS:
             raise ValueError(f"unsupported classifier_activation {act!r}")
         pooling = str(hf_config.get("classifier_pooling", "cls"))
         if pooling not in ("cls", "mean"):
             raise ValueError(f"unsupported classifier_pooling {pooling!r}")
-        return ClassifierHead(pooling, rest["classifier.weight"], rest.get("classifier.bias"),
+        token = architecture.endswith("ForTokenClassification")
+        head = ClassifierHead("none" if token else pooling, rest["classifier.weight"], rest.get("classifier.bias"),
                               rest["head.dense.weight"], rest.get("head.dense.bias"), act,
                               rest["head.norm.weight"], rest.get("head.norm.bias"),
                               float(hf_config.get("norm_eps", 1e-5)))
+        return (None, head) if token else (head, None)

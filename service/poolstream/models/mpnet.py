@@ -19,8 +19,8 @@ from torch import nn
 
 from poolstream.models.bert import _Layer
 from poolstream.models.layers import frozen, packed_index, scatter_rows
-from poolstream.models.text_model import ClassifierHead, NativeTextModel
-from poolstream.models.xlm_roberta import roberta_head
+from poolstream.models.text_model import ClassifierHead, NativeTextModel, Weights
+from poolstream.models.xlm_roberta import roberta_heads
 
 # MPNet name -> BERT name, inside ``encoder.layer.N.``
 _RENAMES = {
@@ -97,7 +97,7 @@ class _MPNetEncoder(nn.Module):
 
 
 class MPNetEmbeddingModel(NativeTextModel):
-    """MPNetModel / MPNetForSequenceClassification."""
+    """MPNetModel / MPNetForSequenceClassification / MPNetForTokenClassification."""
 
     anchor: ClassVar[str] = "embeddings.word_embeddings.weight"
     family: ClassVar[str] = "MPNet"
@@ -110,6 +110,6 @@ class MPNetEmbeddingModel(NativeTextModel):
         return encoder, int(encoder.pos.shape[0])
 
     @classmethod
-    def build_head(cls, rest: dict[str, torch.Tensor], body: dict[str, torch.Tensor],
-                   hf_config: dict[str, Any]) -> ClassifierHead | None:
-        return roberta_head(rest)
+    def build_heads(cls, architecture: str, rest: Weights, body: Weights,
+                    hf_config: dict[str, Any]) -> tuple[ClassifierHead | None, ClassifierHead | None]:
+        return roberta_heads(architecture, rest)

@@ -23,7 +23,7 @@ from torch import nn
 from poolstream.models.layers import (
     Rotary, apply_rotary, attention, causal_mask, frozen, packed_index, rms_norm, scatter_rows, token_positions,
 )
-from poolstream.models.text_model import ClassifierHead, NativeTextModel
+from poolstream.models.text_model import ClassifierHead, NativeTextModel, Weights
 
 
 def rope_theta(hf_config: dict[str, Any], default: float) -> float:
@@ -129,8 +129,11 @@ class QwenEmbeddingModel(NativeTextModel):
         return _Decoder(weights, hf_config), int(hf_config.get("max_position_embeddings") or 0)
 
     @classmethod
-    def build_head(cls, rest: dict[str, torch.Tensor], body: dict[str, torch.Tensor],
-                   hf_config: dict[str, Any]) -> ClassifierHead | None:
+    def build_heads(cls, architecture: str, rest: Weights, body: Weights,
+                    hf_config: dict[str, Any]) -> tuple[ClassifierHead | None, ClassifierHead | None]:
+        """``score``: one linear on the last token (sequence) or on every token."""
         if "score.weight" not in rest:
-            return None
-        return ClassifierHead("last", rest["score.weight"], rest.get("score.bias"))
+            return None, None
+        if architecture.endswith("ForTokenClassification"):
+            return None, ClassifierHead("none", rest["score.weight"], rest.get("score.bias"))
+        return ClassifierHead("last", rest["score.weight"], rest.get("score.bias")), None

@@ -1,11 +1,14 @@
-"""What every native text model shares: encoder body -> pooling (+ Dense) or a classification head.
+"""What every native text model shares: encoder body -> token states -> the task heads.
 
 An architecture module only provides the body, an ``nn.Module`` with
 ``forward(input_ids [b, s], key_mask [b, s] | None, pack: bool) -> [b, s, hidden]``
-(padding rows zero when packed; ``key_mask`` None when nothing is padded), and
-says which checkpoint tensor anchors its weight names. Loading, TorchScript,
-sentence-transformers pooling and Dense modules, ``...ForSequenceClassification``
-heads and the ModelSpec are the same for all of them and live here.
+(padding rows zero when packed; ``key_mask`` None when nothing is padded), says
+which checkpoint tensor anchors its weight names, and builds its
+``...ForSequenceClassification`` / ``...ForTokenClassification`` heads.
+Loading, TorchScript, the ``TextEncoderModel`` task interface (models/base.py:
+embed, token_embed, classify, score, token_classify), sentence-transformers
+pooling and Dense modules and the ModelSpec are the same for all of them and
+live here.
 """
 
 from __future__ import annotations
@@ -18,15 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poolstream.models.base import ModelSpec, PoolingModel
+from poolstream.models.base import DenseModule, ModelSpec, TextEncoderModel, task_spec_fields
 from poolstream.models.bert import _load_dense, load_safetensors
 from poolstream.models.layers import activation, script
 from poolstream.models.model_dir import ModelDirConfig, read_model_dir
 from poolstream.models.pooling import SUPPORTED_POOLING, pool
-
-
-_DENSE_ACTIVATIONS = {"Tanh": torch.tanh, "Identity": lambda x: x, "ReLU": F.relu, "Sigmoid": torch.sigmoid}
-
 
 Weights = dict[str, torch.Tensor]
 
@@ -45,12 +44,12 @@ def split_prefix(tensors: Weights, anchor: str) -> tuple[Weights, Weights]:
 
 @dataclass
 class ClassifierHead:
-    """A ``...ForSequenceClassification`` head: pool, then [dense -> activation -> norm] -> out.
+    """A classification head: [pool] -> [dense -> activation -> norm] -> out.
 
-    Covers the families served here: BERT (pooler dense + tanh, classifier),
-    RoBERTa / XLM-R / MPNet (dense + tanh + out_proj on <s>), ModernBERT
-    (cls or mean, dense + GELU + LayerNorm, classifier) and decoder scorers
-    (last token, one linear).
+    Covers the families served here: RoBERTa / XLM-R / MPNet sequence heads
+    (dense + tanh + out_proj on <s>), ModernBERT (cls or mean, dense + GELU +
+    LayerNorm, classifier), decoder scorers (last token, one linear) and the
+    per-token heads (``pooling`` "none": applied to every token state).
     """
 
     pooling: str
@@ -67,15 +66,16 @@ class ClassifierHead:
         """Heads stay float32 (like Dense modules): they are tiny, and fp16 logits lose ranking bits."""
         def mv(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if t is None else t.to(device, torch.float32)
-        return ClassifierHead(self.pooling, mv(self.out_w), mv(self.out_b), mv(self.dense_w),  # type: ignore[arg-type]
-                              mv(self.dense_b), self.act, mv(self.norm_w), mv(self.norm_b), self.norm_eps)
+        return ClassifierHead(self.pooling, self.out_w.to(device, torch.float32), mv(self.out_b),
+                              mv(self.dense_w), mv(self.dense_b), self.act, mv(self.norm_w), mv(self.norm_b),
+                              self.norm_eps)
 
     @property
     def num_labels(self) -> int:
         return int(self.out_w.shape[0])
 
     def __call__(self, hidden: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        x = pool(hidden, mask, self.pooling)
+        x = hidden.float() if self.pooling == "none" else pool(hidden.float(), mask, self.pooling)
         if self.dense_w is not None:
             x = F.linear(x, self.dense_w, self.dense_b)
             x = torch.tanh(x) if self.act == "tanh" else activation(self.act, x)
@@ -84,17 +84,12 @@ class ClassifierHead:
         return F.linear(x, self.out_w, self.out_b)
 
 
-def id2label(hf_config: dict[str, Any], num_labels: int) -> dict[int, str]:
-    raw = hf_config.get("id2label") or {}
-    labels = {int(k): str(v) for k, v in raw.items()}
-    return {i: labels.get(i, f"LABEL_{i}") for i in range(num_labels)}
-
-
-class NativeTextModel(PoolingModel):
-    """Encoder body + pooling/Dense (embedding models) or + classifier head.
+class NativeTextModel(TextEncoderModel):
+    """Encoder body + the TextEncoderModel tasks (embed, token_embed, and classify / score /
+    token_classify where the checkpoint has the head).
 
     Subclasses set ``anchor`` (a body tensor name, to find the checkpoint's
-    prefix) and implement ``build_body`` / ``build_head``.
+    prefix) and ``family``, and implement ``build_body`` / ``build_head``.
     """
 
     anchor: ClassVar[str]
@@ -102,13 +97,14 @@ class NativeTextModel(PoolingModel):
     default_pooling: ClassVar[str] = "cls"  # TEI / vLLM default when no pooling config
 
     def __init__(self, body: nn.Module, hf_config: dict[str, Any], mdir: ModelDirConfig, max_positions: int,
-                 vocab_size: int, dense: list[tuple[torch.Tensor, torch.Tensor | None, str]] | None = None,
-                 head: ClassifierHead | None = None):
+                 vocab_size: int, dense: list[DenseModule] | None = None, seq_head: ClassifierHead | None = None,
+                 token_head: ClassifierHead | None = None):
         super().__init__()
         self.body = body
         self._scripted: torch.jit.ScriptModule | None = None  # set by load()
-        self.head = head
-        self._dense = dense or []
+        self.seq_head = seq_head
+        self.token_head = token_head
+        self.dense = dense or []
         self.pooling = mdir.pooling or self.default_pooling
         if self.pooling not in SUPPORTED_POOLING:
             raise ValueError(f"{mdir.path}: pooling {self.pooling!r} is not supported "
@@ -117,30 +113,40 @@ class NativeTextModel(PoolingModel):
             raise ValueError(f"{mdir.path}: pooling with include_prompt=false is not supported")
         hidden = int(hf_config["hidden_size"])
         limits = [n for n in (mdir.max_model_len, max_positions) if n]  # never past the position table
-        max_len = min(limits) if limits else 0
-        extra: dict[str, Any] = {"vocab_size": vocab_size, "hidden_size": hidden}
-        if head is not None:
-            extra["num_labels"] = head.num_labels
-            extra["id2label"] = id2label(hf_config, head.num_labels)
-            self._spec = ModelSpec(output_shape=(head.num_labels,), pooling=head.pooling, normalize=False,
-                                   max_model_len=max_len, extra=extra)
-        else:
-            out_dim = self._dense[-1][0].shape[0] if self._dense else hidden
-            self._spec = ModelSpec(output_shape=(out_dim,), pooling=self.pooling, normalize=mdir.normalize,
-                                   max_model_len=max_len, extra=extra)
+        fields = task_spec_fields(hf_config, mdir)
+        n_labels = len(fields["labels"])
+        shapes = {"embed": (self.dense[-1][0].shape[0] if self.dense else hidden,),
+                  "token_embed": (-1, hidden), "classify": (n_labels,), "score": (n_labels,),
+                  "token_classify": (-1, n_labels)}
+        tasks: tuple[str, ...] = ("embed", "token_embed")
+        default = "embed"
+        if seq_head is not None:
+            tasks, default = tasks + ("classify", "score"), "classify"
+        elif token_head is not None:
+            tasks, default = tasks + ("token_classify",), "token_classify"
+        head = seq_head or token_head
+        if head is not None and head.num_labels != n_labels:
+            raise ValueError(f"{mdir.path}: the head has {head.num_labels} outputs but config.json "
+                             f"names {n_labels} labels")
+        self._spec = ModelSpec(
+            output_shape=shapes[default], pooling=seq_head.pooling if seq_head else self.pooling,
+            normalize=mdir.normalize, max_model_len=min(limits) if limits else 0,
+            extra={"vocab_size": vocab_size, "hidden_size": hidden}, tasks=tasks, default_task=default,
+            token_type_ids=False, task_shapes={t: shapes[t] for t in tasks}, **fields)
 
     # ---- what an architecture provides -------------------------------------
 
     @classmethod
-    def build_body(cls, weights: dict[str, torch.Tensor], hf_config: dict[str, Any]) -> tuple[nn.Module, int]:
+    def build_body(cls, weights: Weights, hf_config: dict[str, Any]) -> tuple[nn.Module, int]:
         """(body module, longest sequence its positions allow; 0 for unbounded)."""
         raise NotImplementedError
 
     @classmethod
-    def build_head(cls, rest: dict[str, torch.Tensor], body: dict[str, torch.Tensor],
-                   hf_config: dict[str, Any]) -> ClassifierHead | None:
-        """The classification head of a ``...ForSequenceClassification`` checkpoint, else None."""
-        return None
+    def build_heads(cls, architecture: str, rest: Weights, body: Weights,
+                    hf_config: dict[str, Any]) -> tuple[ClassifierHead | None, ClassifierHead | None]:
+        """(sequence head, token head) of a ``...ForSequenceClassification`` /
+        ``...ForTokenClassification`` checkpoint; (None, None) for others."""
+        return None, None
 
     # ---- shared ---------------------------------------------------------------
 
@@ -151,53 +157,45 @@ class NativeTextModel(PoolingModel):
         mdir = read_model_dir(model_dir)
         body_w, rest = split_prefix(load_safetensors(model_dir), cls.anchor)
         body, max_positions = cls.build_body(body_w, hf_config)
-        head = None
-        if any(a.endswith("ForSequenceClassification") for a in hf_config.get("architectures") or []):
-            head = cls.build_head(rest, body_w, hf_config)
-            if head is None:
-                raise ValueError(f"{model_dir}: no classification head found in model.safetensors")
+        arch = mdir.architecture
+        seq_head, token_head = cls.build_heads(arch, rest, body_w, hf_config)
+        if arch.endswith(("ForSequenceClassification", "ForTokenClassification")) and not (seq_head or token_head):
+            raise ValueError(f"{model_dir}: {arch} but no classification head found in model.safetensors")
         dense = [_load_dense(model_dir / p) for p in mdir.dense_paths]
         vocab = int(body_w[cls.anchor].shape[0])
-        model = cls(body, hf_config, mdir, max_positions, vocab, dense, head)
+        model = cls(body, hf_config, mdir, max_positions, vocab, dense, seq_head, token_head)
         model.eval().requires_grad_(False)
         model = model.to(device=device, dtype=dtype)
-        model._dense = [(w.to(device, torch.float32), None if b is None else b.to(device, torch.float32), act)
-                        for w, b, act in model._dense]
-        if model.head is not None:
-            model.head = model.head.to(device)
+        model.dense = [(w.to(device, torch.float32), None if b is None else b.to(device, torch.float32), act)
+                       for w, b, act in model.dense]
+        model.seq_head = seq_head.to(device) if seq_head else None
+        model.token_head = token_head.to(device) if token_head else None
         model._scripted = script(model.body, cls.family)
         return model
 
     def spec(self) -> ModelSpec:
         return self._spec
 
-    def token_states(self, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(hidden states [b, s, hidden] in float32, key mask or None when unpadded).
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                      token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[b, s, h] token states; padding rows are zeros on CPU (packed execution), garbage on CUDA.
 
-        Padding rows are zeros on CPU (packed execution) and garbage on CUDA;
-        poolers must use the mask.
+        Packing reads the mask's contents (nonzero), which would force a GPU
+        sync: CUDA batches run padded.
         """
-        # The all-ones check and packing read the mask's contents, which would force a
-        # GPU sync: only CPU batches take the maskless and packed fast paths (as BERT).
-        mask: Optional[torch.Tensor] = attention_mask
-        on_cpu = attention_mask.device.type == "cpu"
-        if on_cpu and bool(attention_mask.all()):
-            mask = None
+        on_cpu = input_ids.device.type == "cpu"
         if self._scripted is not None:
+            # Unoptimized TorchScript: op-by-op in C++ without the GIL, no re-specialisation per shape.
             with torch.jit.optimized_execution(False):
-                x = self._scripted(input_ids, mask, on_cpu)
-        else:
-            x = self.body(input_ids, mask, on_cpu)
-        if x.dtype != torch.float32:  # pool in fp32: fp16 sums over long prompts lose bits
-            x = x.float()
-        return x, mask
+                return self._scripted(input_ids, attention_mask, on_cpu)
+        return self.body(input_ids, attention_mask, on_cpu)
 
-    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x, mask = self.token_states(input_ids, attention_mask)
-        if self.head is not None:
-            return self.head(x, mask)
-        out = pool(x, mask, self.pooling)
-        for w, bias, act in self._dense:
-            out = _DENSE_ACTIVATIONS[act](F.linear(out, w, bias))
-        return out
+    def sequence_logits(self, hidden: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.seq_head is None:
+            return super().sequence_logits(hidden, attention_mask)
+        return self.seq_head(hidden, attention_mask)
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.token_head is None:
+            return super().token_logits(hidden)
+        return self.token_head(hidden, None)

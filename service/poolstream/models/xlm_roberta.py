@@ -20,19 +20,22 @@ import torch
 from torch import nn
 
 from poolstream.models.bert import _Encoder
-from poolstream.models.text_model import ClassifierHead, NativeTextModel
+from poolstream.models.text_model import ClassifierHead, NativeTextModel, Weights
 
 
-def roberta_head(rest: dict[str, torch.Tensor]) -> ClassifierHead | None:
-    """RoBERTa's (and MPNet's) sequence-classification head, on the first token."""
-    if "classifier.out_proj.weight" not in rest:
-        return None
-    return ClassifierHead("cls", rest["classifier.out_proj.weight"], rest.get("classifier.out_proj.bias"),
-                          rest["classifier.dense.weight"], rest.get("classifier.dense.bias"), "tanh")
+def roberta_heads(architecture: str, rest: Weights) -> tuple[ClassifierHead | None, ClassifierHead | None]:
+    """RoBERTa's (and MPNet's) heads: sequence classification (dense + tanh + out_proj on the
+    first token) and token classification (one linear on every token)."""
+    if architecture.endswith("ForSequenceClassification") and "classifier.out_proj.weight" in rest:
+        return ClassifierHead("cls", rest["classifier.out_proj.weight"], rest.get("classifier.out_proj.bias"),
+                              rest["classifier.dense.weight"], rest.get("classifier.dense.bias"), "tanh"), None
+    if architecture.endswith("ForTokenClassification") and "classifier.weight" in rest:
+        return None, ClassifierHead("none", rest["classifier.weight"], rest.get("classifier.bias"))
+    return None, None
 
 
 class XLMRobertaEmbeddingModel(NativeTextModel):
-    """XLMRobertaModel / RobertaModel and their ...ForSequenceClassification."""
+    """XLMRobertaModel / RobertaModel and their ...ForSequenceClassification / ...ForTokenClassification."""
 
     anchor: ClassVar[str] = "embeddings.word_embeddings.weight"
     family: ClassVar[str] = "XLM-RoBERTa"
@@ -47,6 +50,6 @@ class XLMRobertaEmbeddingModel(NativeTextModel):
         return encoder, int(encoder.pos_type.shape[0])
 
     @classmethod
-    def build_head(cls, rest: dict[str, torch.Tensor], body: dict[str, torch.Tensor],
-                   hf_config: dict[str, Any]) -> ClassifierHead | None:
-        return roberta_head(rest)
+    def build_heads(cls, architecture: str, rest: Weights, body: Weights,
+                    hf_config: dict[str, Any]) -> tuple[ClassifierHead | None, ClassifierHead | None]:
+        return roberta_heads(architecture, rest)
