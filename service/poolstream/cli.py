@@ -18,7 +18,13 @@ from poolstream.server.transport import validate as validate_transport
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     d_engine, d_limits = EngineConfig(), LimitsConfig()
     g = p.add_argument_group("model and plugin")
-    g.add_argument("--model", help="Hugging Face-style model directory (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--model", help="Hugging Face-style model directory, or a Hugging Face repo id (ORG/NAME) "
+                   "found in the local Hugging Face cache (HF_HUB_CACHE / HF_HOME) (default: the embedded "
+                   "all-MiniLM-L6-v2)")
+    g.add_argument("--allow-download", action="store_true",
+                   help="let --model ORG/NAME download from the Hugging Face hub when it is not cached "
+                   "(default: the cache only)")
+    g.add_argument("--revision", default=None, help="--model ORG/NAME: branch, tag or commit (default: main)")
     g.add_argument(
         "--io-processor-plugin",
         help="IO Processor plugin to use; overrides config.json's io_processor_plugin "
@@ -105,7 +111,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
     if args.model is None:
         model_config = embedded_model_config(plugin)
     else:
-        model_config = ModelConfig.from_dir(args.model, io_processor_plugin=plugin)
+        model_config = ModelConfig.resolve(args.model, io_processor_plugin=plugin,
+                                           allow_download=args.allow_download, revision=args.revision)
     config = PoolstreamConfig(
         model_config=model_config,
         engine_config=EngineConfig(
