@@ -228,8 +228,6 @@ def _serve_metrics(listen: Any, metrics_dir: str, stats_path: str) -> Any:
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from poolstream.server.metrics import EngineStatsFileCollector
-
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)
     registry.register(EngineStatsFileCollector(stats_path))
@@ -237,6 +235,29 @@ def _serve_metrics(listen: Any, metrics_dir: str, stats_path: str) -> Any:
     http, _thread = start_http_server(listen.transport.metrics_port, addr=host, registry=registry)
     logger.info("Prometheus metrics of all processes on http://%s:%d/metrics", host, http.server_port)
     return http
+
+
+class EngineStatsFileCollector:
+    """The engine's counters and gauges (server/metrics_collectors.py) for an engine in another
+    process: read at scrape time from the stats file the engine process rewrites every 0.5 s."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        import json
+
+        from poolstream.server.metrics_collectors import engine_families
+
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                stats = json.load(f)
+        except (OSError, ValueError):
+            return
+        yield from engine_families(stats)
 
 
 def _write_port_file(path: str, port: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from poolstream import scoring
 from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
 from poolstream.server import convert
 from poolstream.server.errors import abort, invalid_argument, to_status_proto
@@ -154,6 +155,46 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
             except Exception as e:
                 prompts.append(e)
         return params, prompts
+
+    # -- Rerank ------------------------------------------------------------
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:
+        """TEI-style rerank over the transport-neutral ``poolstream.scoring.rerank``."""
+        core = self.core
+        ctx = _call_context(request, context)
+        try:
+            core.begin(ctx)
+        except Exception as e:
+            await abort(context, e)
+        try:
+            try:
+                limits = core.config.limits
+                if not request.documents:
+                    raise invalid_argument("INVALID_PROMPT", "at least one document is required", "documents")
+                if len(request.documents) > limits.max_prompts_per_request:
+                    raise invalid_argument(
+                        "TOO_MANY_PROMPTS",
+                        f"{len(request.documents)} documents; at most {limits.max_prompts_per_request} per request",
+                        "documents")
+                if request.HasField("top_n") and request.top_n < 1:
+                    raise invalid_argument("INVALID_PARAMS", "top_n must be >= 1", "top_n")
+                result = await scoring.rerank(
+                    core.prompt_encoder(ctx), request.query, list(request.documents), request_id=ctx.request_id,
+                    priority=request.priority, deadline=ctx.deadline,
+                    raw_scores=request.raw_scores, return_text=request.return_text,
+                    truncate=request.truncate if request.HasField("truncate") else None,
+                    top_n=request.top_n if request.HasField("top_n") else None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                await abort(context, e)
+            return pb.RerankResponse(
+                request_id=ctx.request_id,
+                results=[pb.RerankResult(index=r.index, score=r.score, text=r.text, truncated=r.truncated)
+                         for r in result.results],
+                usage=pb.Usage(prompt_count=len(request.documents), prompt_tokens=result.prompt_tokens),
+                method=result.method)
+        finally:
+            core.end()
 
     # -- GetServerInfo -----------------------------------------------------
     async def GetServerInfo(

@@ -168,6 +168,12 @@ class ServingCore:
         finally:
             tracked.close()
 
+    def prompt_encoder(self, ctx: CallContext) -> "PromptEncoder":
+        """For code written against one prompt at a time (``poolstream.scoring``): an object
+        with ``model_info`` and ``await encode_one(prompt, params, request_id, priority,
+        deadline)``, each prompt a group of one, tracked in the call's record and metrics."""
+        return PromptEncoder(self, ctx)
+
     # -- Process / ProcessStream -----------------------------------------------------
     def ready_pipeline(self) -> PluginPipeline:
         self.ready_engine()
@@ -358,3 +364,33 @@ class TrackedGroup:
             if self._metrics is not None:
                 self._metrics.prompts_of("cancelled").inc(left)
         self._group.close()
+
+
+class PromptEncoder:
+    """``ServingCore.prompt_encoder``: one prompt at a time, through the core."""
+
+    __slots__ = ("_core", "_ctx")
+
+    def __init__(self, core: ServingCore, ctx: CallContext):
+        self._core = core
+        self._ctx = ctx
+
+    @property
+    def model_info(self) -> Any:
+        return self._core.ready_engine().model_info
+
+    async def encode_one(self, prompt: Any, params: PoolingParams | None, request_id: str, priority: int = 0,
+                         deadline: float | None = None) -> PoolingRequestOutput:
+        """The prompt's output (named ``request_id``), or its engine error raised."""
+        engine = self._core.ready_engine()
+        group = TrackedGroup(engine.submit_group([prompt], params, request_id, priority, deadline),
+                             self._ctx.record, self._core.metrics)
+        try:
+            async for _index, result in group:
+                if isinstance(result, BaseException):
+                    raise result
+                result.request_id = request_id
+                return result
+        finally:
+            group.close()
+        raise RuntimeError("the engine returned no result")  # pragma: no cover
