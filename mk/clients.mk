@@ -24,6 +24,8 @@ GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/.gopath:/usr/share/gocode GOPROXY=off
 GO_CLIENT := clients/go/bin/poolstream-go-client
 # Single-request latency from Go (bench/bench_text.py runs it beside its Python client).
 GO_LATENCY := clients/go/bin/poolstream-go-latency
+# Load generator for the front-end benchmark (bench/bench_frontends.py).
+GO_LOAD := clients/go/bin/poolstream-go-load
 GO_SRCS := $(shell find clients/go -name '*.go' -not -path 'clients/go/bin/*' 2>/dev/null)
 # Every generated Go package (compiled too, so a broken generation fails the build).
 GO_GEN_PKGS := $(patsubst clients/go/%/,$(GO_IMPORT_ROOT)/%,$(sort $(dir $(filter clients/go/gen/%,$(GO_SRCS)))))
@@ -35,7 +37,7 @@ NODE_SRCS := $(shell find $(NODE_DIR)/src -name '*.ts' 2>/dev/null)
 
 client-setup:: client-toolchains client-build ## Client toolchains (Go via apt, npm ci) and example builds
 
-client-build: $(GO_CLIENT) $(GO_LATENCY) $(NODE_CLIENT) ## Build the Go and Node example clients (and the Go latency probe)
+client-build: $(GO_CLIENT) $(GO_LATENCY) $(GO_LOAD) $(NODE_CLIENT) ## Build the Go and Node example clients (and the Go latency probe)
 .PHONY: client-build
 
 # Install the Debian Go packages when `go` or any package is missing; Node and
@@ -78,6 +80,10 @@ $(GO_CLIENT): $(GO_SRCS) | $(GO_LINK) client-toolchains
 $(GO_LATENCY): $(GO_SRCS) | $(GO_LINK) client-toolchains
 	$(GO_ENV) go vet $(GO_IMPORT_ROOT)/cmd/poolstream-go-latency
 	$(GO_ENV) go build -o $@ $(GO_IMPORT_ROOT)/cmd/poolstream-go-latency
+
+$(GO_LOAD): $(GO_SRCS) | $(GO_LINK) client-toolchains
+	$(GO_ENV) go vet $(GO_IMPORT_ROOT)/cmd/poolstream-go-load
+	$(GO_ENV) go build -o $@ $(GO_IMPORT_ROOT)/cmd/poolstream-go-load
 
 # Code generation runs the local Go plugins (Debian) and ts-proto (npm).
 gen: client-toolchains $(NODE_STAMP)

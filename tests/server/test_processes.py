@@ -25,7 +25,7 @@ from tests.ops.test_observability import _scrape, _value
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-ENCODE = "/poolstream.v1.PoolingService/Encode"
+ENCODE = {"grpc_service": "poolstream.v1.PoolingService", "grpc_method": "Encode"}
 
 
 def texts(n: int, tag: str = "") -> list[pooling_pb2.Prompt]:
@@ -123,10 +123,10 @@ async def test_cancel_aborts_engine_work_across_the_boundary(start_server_proces
         first = await asyncio.to_thread(_scrape, port)
         await asyncio.sleep(1.5)
         second = await asyncio.to_thread(_scrape, port)
-    executed = _value(second, "poolstream_engine_prompts_executed")
-    assert executed == _value(first, "poolstream_engine_prompts_executed") < 300  # stopped, not finished
-    assert _value(second, "poolstream_engine_prompts_aborted") > 0
-    assert _value(second, "poolstream_queue_depth") == 0
+    executed = _value(second, "poolstream_engine_prompts_executed_total")
+    assert executed == _value(first, "poolstream_engine_prompts_executed_total") < 300  # stopped, not finished
+    assert _value(second, "poolstream_engine_prompts_aborted_total") > 0
+    assert _value(second, "poolstream_engine_queued_prompts") == 0
 
 
 async def test_queue_bound_and_retry_info_are_global(start_server_process):
@@ -163,18 +163,18 @@ async def test_one_scrape_sums_every_process(start_server_process):
     while True:  # the engine's stats file is rewritten every 0.5 s
         text = await asyncio.to_thread(_scrape, port)
         try:
-            if _value(text, "poolstream_engine_prompts_executed") >= 24:
+            if _value(text, "poolstream_engine_prompts_executed_total") >= 24:
                 break
         except AssertionError:
             pass
         assert time.monotonic() < deadline, text
         await asyncio.sleep(0.3)
     assert len(per_front_end) == 2, per_front_end  # both processes served calls
-    assert _value(text, "poolstream_requests_total", method=ENCODE, code="OK") == 12
+    assert _value(text, "poolstream_requests_total", **ENCODE, grpc_code="OK") == 12
     assert _value(text, "poolstream_prompts_total", outcome="ok") == 24
-    assert _value(text, "poolstream_requests_in_flight", method=ENCODE) == 0
+    assert _value(text, "poolstream_requests_in_flight", **ENCODE) == 0
     assert _value(text, "poolstream_batch_size_sum") >= 1
-    assert _value(text, "poolstream_engine_prompts_executed") == 24
+    assert _value(text, "poolstream_engine_prompts_executed_total") == 24
 
 
 async def test_plugin_errors_cross_unchanged(start_server_process):
