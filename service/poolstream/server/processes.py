@@ -122,8 +122,10 @@ def run_multiprocess(config: PoolstreamConfig, listen: Any, plugin_from_init: st
             transport=dataclasses.replace(listen.transport, metrics_port=0))
         status_r, status_w = ctx.Pipe(duplex=False)
         for i in range(count):
+            # The HTTP door (--http-port) runs in front end 0 only: its server cannot share a port.
+            listen_i = fe_listen if i == 0 else dataclasses.replace(fe_listen, http_port=None, http_port_file=None)
             p = ctx.Process(target=frontend_main, name=f"poolstream-api-{i}", args=(
-                config, fe_listen, plugin_from_init, address, death_r, i, dict(layout, front_end_index=i),
+                config, listen_i, plugin_from_init, address, death_r, i, dict(layout, front_end_index=i),
                 status_w, log_level, log_format))
             p.start()
             front_ends.append(p)
