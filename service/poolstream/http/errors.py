@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 from fastapi.responses import JSONResponse
 
-from poolstream.server.errors import DOMAIN, ServiceError
+from poolstream.server.errors import DOMAIN, ServiceError, grpc_code
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -97,7 +97,7 @@ class ErrorStyle(str, Enum):
 
 
 def http_status(error: ServiceError) -> int:
-    return HTTP_STATUS.get(error.code, 500)
+    return HTTP_STATUS.get(grpc_code(error), 500)
 
 
 def error_body(error: ServiceError, style: ErrorStyle, status: int | None = None) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def error_body(error: ServiceError, style: ErrorStyle, status: int | None = None
         extra["metadata"] = dict(error.metadata)
     if style is ErrorStyle.TEI:
         fallback = "Backend" if status >= 500 else "Validation"
-        return {"error": error.message, "error_type": _TEI_TYPES.get(error.code, fallback), **extra}
+        return {"error": error.message, "error_type": _TEI_TYPES.get(grpc_code(error), fallback), **extra}
     if style is ErrorStyle.VLLM:
         kind = _VLLM_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
         return {"error": {"message": error.message, "type": kind, "param": param, "code": status, **extra}}
@@ -127,7 +127,7 @@ def error_response(
     out = dict(headers or {})
     if error.retry_after_s is not None:
         out["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
-    if error.code == grpc.StatusCode.UNAUTHENTICATED:
+    if grpc_code(error) == grpc.StatusCode.UNAUTHENTICATED:
         out["WWW-Authenticate"] = "Bearer"
     return JSONResponse(error_body(error, style, status), status_code=status, headers=out)
 
