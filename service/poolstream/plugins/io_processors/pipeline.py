@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
+from poolstream.inputs import prompt_kind
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.compat_types import to_pooling_params
 from poolstream.plugins.io_processors.hooks import PluginHooks
@@ -171,7 +172,10 @@ class PluginPipeline:
             )
             params = _checked_params(raw_params)
         try:
+            # A prompt of the wrong shape is the plugin's bug, not the client's payload.
             prompt_list = [normalize_prompt(p) for p in _as_prompt_list(prompts)]
+            for prompt in prompt_list:
+                prompt_kind(prompt)
         except (ValueError, TypeError) as e:
             raise PluginFailedError("pre_process", e) from e
         if len(prompt_list) > self.max_prompts:
