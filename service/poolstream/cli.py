@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from poolstream.env_flags import apply_env_defaults
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
 from poolstream.server.observability import configure_logging
 from poolstream.server.security import AUTH_TOKEN_ENV, load_tokens, tls_from_flags
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="serve a pooling model over gRPC")
     _add_serve_args(serve_p)
+    apply_env_defaults(serve_p)  # every flag also from POOLSTREAM_<FLAG> (the flag wins)
     args = parser.parse_args(argv)
 
     configure_logging(args.log_level, args.log_format)

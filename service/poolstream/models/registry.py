@@ -15,6 +15,10 @@ from poolstream.models.base import PoolingModel
 _MODELS: dict[str, tuple[str, str]] = {
     # Text encoders (all-MiniLM, BGE, E5 ...): native torch BERT.
     "BertModel": ("poolstream.models.bert", "BertEmbeddingModel"),
+    # BERT task heads (models/base.py's tasks): cross-encoders / classifiers, NER, SPLADE.
+    "BertForSequenceClassification": ("poolstream.models.bert", "BertEmbeddingModel"),
+    "BertForTokenClassification": ("poolstream.models.bert", "BertEmbeddingModel"),
+    "BertForMaskedLM": ("poolstream.models.bert", "BertEmbeddingModel"),
     # ---- Geospatial / segmentation models (owned by the geospatial engineer) ----
     "PrithviSegmentationModel": ("poolstream.models.prithvi", "PrithviSegmentationModel"),
     # ---- end geospatial ----
