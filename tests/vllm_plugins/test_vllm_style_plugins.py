@@ -144,3 +144,16 @@ async def test_bad_payload_is_invalid_argument_with_details():
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = error_details(e.value)
     assert details["reason"] == "INVALID_PAYLOAD" and details["violations"][0][0] == "data"
+
+
+async def test_the_task_a_plugin_sets_selects_the_pooler():
+    texts = ["a short one", "a somewhat longer sentence here"]
+    async with inproc_server(plugin="token_task_e1") as server:
+        per_token = (await process(server.address, {"texts": texts, "task": "token_embed"})).data.json
+        pooled = (await process(server.address, {"texts": texts, "task": "embed"})).data.json
+        default = (await process(server.address, {"texts": texts})).data.json  # "plugin": the model's default
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await process(server.address, {"texts": texts, "task": "classify"})  # no classifier head
+    assert [s for s in per_token["shapes"]] == [[t, 384] for t in per_token["tokens"]]
+    assert pooled["shapes"] == [[384], [384]] and default["shapes"] == pooled["shapes"]
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "classify" in e.value.details()

@@ -19,3 +19,7 @@ def register_token_weights_e3() -> str:
 
 def register_bad_response() -> str:
     return "vllm_style_plugins.bad_response.BadResponseProcessor"
+
+
+def register_token_task() -> str:
+    return "vllm_style_plugins.token_task.TokenTaskProcessor"
