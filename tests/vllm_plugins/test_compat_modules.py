@@ -119,16 +119,33 @@ def test_every_import_published_plugins_use():
 
 def test_a_real_vllm_is_never_shadowed(tmp_path):
     """With a package named vllm importable the normal way (here: a directory on the path
-    standing for an installed vLLM), activation changes nothing."""
+    standing for an installed vLLM, which cannot install here), activation changes nothing,
+    and plugins get requests of vLLM's own class."""
     fake = tmp_path / "vllm"
-    (fake / "plugins").mkdir(parents=True)
+    (fake / "entrypoints" / "pooling" / "pooling").mkdir(parents=True)
     (fake / "__init__.py").write_text("__version__ = 'real'\n")
-    (fake / "plugins" / "__init__.py").write_text("")
+    for pkg in ("entrypoints", "entrypoints/pooling", "entrypoints/pooling/pooling"):
+        (fake / pkg / "__init__.py").write_text("")
+    (fake / "entrypoints" / "pooling" / "pooling" / "protocol.py").write_text(textwrap.dedent("""
+        from typing import Any
+        from pydantic import BaseModel
+        class IOProcessorRequest(BaseModel):
+            model: str | None = None
+            priority: int = 0
+            request_id: str | None = None
+            data: Any
+    """))
     code = textwrap.dedent("""
         from poolstream.plugins import vllm_compat
         vllm_compat.activate()
         import vllm
         assert vllm.__version__ == "real" and vllm_compat.real_vllm_installed()
+        # Plugins check isinstance against vLLM's own request class: they get one.
+        from poolstream.entrypoints.protocol import IOProcessorRequest as Ours
+        from poolstream.plugins.io_processors.compat_types import native_request
+        from vllm.entrypoints.pooling.pooling.protocol import IOProcessorRequest as Theirs
+        raw = native_request(Ours(data={"a": 1}, model="m", priority=2, request_id="pool-1"))
+        assert isinstance(raw, Theirs) and raw.data == {"a": 1} and raw.request_id == "pool-1"
         try:
             import vllm.config  # not in the "real" package: must not come from the stand-in
         except ImportError:

@@ -6,6 +6,8 @@ poolstream's.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,3 +93,36 @@ def to_pooling_params(params: Any) -> PoolingParams | None:
         if value is not None:
             setattr(converted, name, value)
     return converted
+
+
+def native_request(request: Any) -> Any:
+    """The request as the plugin's ``vllm`` knows it.
+
+    Without vLLM, plugins import poolstream's own ``IOProcessorRequest``, so the request
+    passes as it is. Where vLLM is installed, plugins check ``isinstance(request,
+    IOProcessorRequest)`` against vLLM's pydantic class, so they get one of those, with
+    the same ``data``, ``model``, ``priority`` and ``request_id`` (when the class has it).
+    """
+    cls = _native_request_class()
+    if cls is None:
+        return request
+    fields = {"data": request.data, "model": request.model, "priority": request.priority}
+    try:
+        return cls(**fields, request_id=request.request_id)
+    except Exception:  # an older class without request_id
+        return cls(**fields)
+
+
+@functools.cache
+def _native_request_class() -> Any:
+    """vLLM's IOProcessorRequest class, or None without a real vLLM (looked up once)."""
+    from poolstream.plugins import vllm_compat
+
+    if not vllm_compat.real_vllm_installed():
+        return None
+    for module in ("vllm.entrypoints.pooling.pooling.protocol", "vllm.entrypoints.openai.protocol"):
+        try:
+            return importlib.import_module(module).IOProcessorRequest
+        except (ImportError, AttributeError):
+            continue
+    return None

@@ -42,7 +42,7 @@ from typing import Any, Protocol, TypeVar
 from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
 from poolstream.inputs import prompt_kind
 from poolstream.outputs import PoolingRequestOutput
-from poolstream.plugins.io_processors.compat_types import to_pooling_params
+from poolstream.plugins.io_processors.compat_types import native_request, to_pooling_params
 from poolstream.plugins.io_processors.hooks import PluginHooks
 from poolstream.plugins.io_processors.interface import IOProcessor
 from poolstream.plugins.io_processors.response import normalize_response
@@ -139,7 +139,8 @@ class PluginPipeline:
         (default: ``request``; offline, vLLM passes the whole prompt dict)."""
         proc, hooks = self.processor, self.hooks
         request.request_id = request_id
-        parse_input = request if whole_request is None else whole_request
+        raw = native_request(request)  # vLLM's own class where vLLM is installed
+        parse_input = raw if whole_request is None else whole_request
 
         # 1-2. Parse, pre-process and params: ValueError/TypeError are the client's fault.
         def prepare(with_pre: bool) -> tuple[Any, Any, PoolingParams | None]:
@@ -148,9 +149,9 @@ class PluginPipeline:
             if with_pre:
                 prompts = _stage(
                     "pre_process", proc.pre_process, parsed, request_id=request_id,
-                    **hooks.extra("pre_process", request=request, parsed_request=parsed),
+                    **hooks.extra("pre_process", request=raw, parsed_request=parsed),
                 )
-                params = _stage("params", hooks.params, proc, request.params, request=request, parsed_request=parsed)
+                params = _stage("params", hooks.params, proc, request.params, request=raw, parsed_request=parsed)
                 return parsed, prompts, _checked_params(params)
             return parsed, prompts, None
 
@@ -161,14 +162,14 @@ class PluginPipeline:
             try:
                 prompts = await proc.pre_process_async(
                     parsed, request_id=request_id,
-                    **hooks.extra("pre_process_async", request=request, parsed_request=parsed),
+                    **hooks.extra("pre_process_async", request=raw, parsed_request=parsed),
                 )
             except (ValueError, TypeError) as e:
                 raise PayloadError(str(e)) from e
             except Exception as e:
                 raise PluginFailedError("pre_process", e) from e
             raw_params = await self._sync(
-                _stage, "params", hooks.params, proc, request.params, request=request, parsed_request=parsed
+                _stage, "params", hooks.params, proc, request.params, request=raw, parsed_request=parsed
             )
             params = _checked_params(raw_params)
         try:
@@ -196,7 +197,7 @@ class PluginPipeline:
         stats = {"completed": 0, "tokens": 0}
         tapped = self._tap(merged, len(prompt_list), stats, observer)
         post_kwargs = hooks.extra(
-            "post_process" if hooks.default_post else "post_process_async", request=request, parsed_request=parsed
+            "post_process" if hooks.default_post else "post_process_async", request=raw, parsed_request=parsed
         )
 
         # 4. Post-process while the engine runs.
