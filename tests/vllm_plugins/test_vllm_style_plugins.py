@@ -64,6 +64,18 @@ async def test_e1_geotiff_plugin_online_over_grpc():
     assert (mask == label).mean() > 0.9  # the model's real segmentation, stitched back
 
 
+async def test_e1_geotiff_plugin_streams_tiles_over_process_stream():
+    b64, label = scene_b64(224, 448, 7_100_003)
+    async with inproc_server(model=PRITHVI, plugin="geotiff_tiles_e1") as server:
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            events = [e async for e in pb_grpc.PoolingServiceStub(ch).ProcessStream(pb.ProcessStreamRequest(
+                data=json_payload({"data": b64, "data_format": "b64_json", "out_data_format": "b64_json"})))]
+    chunks = [e.chunk for e in events if e.HasField("chunk")]
+    assert sorted(c.index for c in chunks) == [0, 1] and list(chunks[0].output.outputs.data.shape) == [3, 224, 224]
+    mask, _ = mask_of(events[-1].result.data.json["data"])
+    assert (mask == label).mean() > 0.9
+
+
 async def test_e1_geotiff_plugin_offline_gets_the_whole_prompt_dict():
     b64, label = scene_b64(224, 224, 7_100_002)
     llm = await AsyncLLM.create(PRITHVI, io_processor_plugin="geotiff_tiles_e1")

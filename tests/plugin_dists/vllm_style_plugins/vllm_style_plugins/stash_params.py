@@ -26,7 +26,7 @@ class StashParamsProcessor(IOProcessor[dict, dict]):
             raise ValueError("expected {'text': str, 'dimensions': int}")
         return data
 
-    def pre_process(self, prompt: dict, request_id: str | None = None, **kwargs: Any):
+    def pre_process(self, prompt: dict, request_id: str | None = None):
         self._pending_dimensions = int(prompt["dimensions"])
         return prompt["text"]
 
@@ -34,8 +34,8 @@ class StashParamsProcessor(IOProcessor[dict, dict]):
         dims, self._pending_dimensions = self._pending_dimensions, None
         return PoolingParams(task="embed", dimensions=dims)
 
-    def post_process(self, model_output: Sequence[PoolingRequestOutput], request_id: str | None = None,
-                     **kwargs: Any) -> dict:
+    # No **kwargs (vLLM never passes more than these): poolstream must not pass its extras.
+    def post_process(self, model_output: Sequence[PoolingRequestOutput], request_id: str | None = None) -> dict:
         return {"sizes": [int(o.outputs.data.shape[-1]) for o in model_output]}
 
     def output_to_response(self, plugin_output: dict) -> IOProcessorResponse:
