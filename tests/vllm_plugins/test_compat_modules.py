@@ -77,7 +77,9 @@ def test_e3_constructor_gets_a_renderer_and_eras_are_detected():
     e3 = get_io_processor(config(), "token_weights_e3")
     assert isinstance(e3.renderer, vllm.renderers.BaseRenderer)
     assert PluginHooks.of(e3, takes_renderer=True).era == "E3"
-    e2 = PluginHooks.of(get_io_processor(config(), "texts_e2"))
+    e2_plugin = get_io_processor(config(), "texts_e2")
+    assert getattr(e2_plugin, "renderer", None) is None  # no constructor of its own: not E3
+    e2 = PluginHooks.of(e2_plugin)
     assert (e2.era, e2.parse_name, e2.params_name) == ("E2", "parse_data", "merge_pooling_params")
     e1 = PluginHooks.of(get_io_processor(config(), "stash_params_e1"))
     assert (e1.era, e1.parse_name, e1.params_name) == ("E1", "parse_request", "validate_or_generate_params")

@@ -16,7 +16,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
 from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
@@ -149,17 +149,18 @@ class AsyncLLM:
         if limit is not None:
             pooling_params = (pooling_params or PoolingParams()).clone(truncate_prompt_tokens=limit)
         if isinstance(prompts, Mapping) and "data" in prompts:
+            data_prompt = cast(Mapping[str, Any], prompts)
             if pooling_task not in (None, "plugin"):
                 raise ValueError(
                     f"A prompt with 'data' is a plugin request: pooling_task must be 'plugin', got {pooling_task!r}"
                 )
-            if prompts["data"] is None:
+            if data_prompt["data"] is None:
                 raise ValueError(
                     "The 'data' field of the prompt is expected to contain the prompt data and it "
                     "cannot be None."
                 )
             result = await self._run_plugin(
-                prompts["data"], request_id, priority, pooling_params, whole_request=dict(prompts)
+                data_prompt["data"], request_id, priority, pooling_params, whole_request=dict(data_prompt)
             )
             return [
                 PoolingRequestOutput(

@@ -108,8 +108,13 @@ def instantiate(cls: type, vllm_config: PoolstreamConfig, renderer: Any = None) 
 
 
 def _takes_renderer(cls: type) -> bool:
+    """Whether the plugin's own constructor takes E3's renderer (the base class's optional
+    ``renderer`` does not count: a plugin without a constructor is E1/E2)."""
+    owner = next((c for c in cls.__mro__ if "__init__" in vars(c)), object)
+    if owner is IOProcessor or owner is object:
+        return False
     try:
-        params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+        params = list(inspect.signature(cls).parameters.values())  # the constructor's, without self
     except (TypeError, ValueError):
         return False
     if any(p.name == "renderer" for p in params):

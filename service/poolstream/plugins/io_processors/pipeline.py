@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -257,7 +257,7 @@ class PluginPipeline:
         total: int,
         stats: dict[str, int],
         observer: OutputObserver | None,
-    ) -> AsyncIterator[tuple[int, PoolingRequestOutput]]:
+    ) -> AsyncGenerator[tuple[int, PoolingRequestOutput], None]:
         try:
             async for index, output in merged:
                 stats["completed"] += 1
