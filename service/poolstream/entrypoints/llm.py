@@ -23,7 +23,7 @@ from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorRespo
 from poolstream.inputs import PromptType
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors import IOProcessorSelection, select_io_processor
-from poolstream.plugins.io_processors.pipeline import OutputObserver, PluginPipeline
+from poolstream.plugins.io_processors.pipeline import OutputObserver, PluginPipeline, normalize_prompt
 from poolstream.pooling_params import PoolingParams
 from poolstream.utils import merge_async_iterators
 
@@ -172,6 +172,7 @@ class AsyncLLM:
                 )
             ]
         prompt_list = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
+        prompt_list = [normalize_prompt(p) for p in prompt_list]  # vLLM 0.15+'s nested multimodal layout
         if pooling_task is not None and pooling_task != "plugin":
             pooling_params = (pooling_params or PoolingParams()).clone(task=pooling_task)
         rid = request_id or f"pool-{uuid.uuid4().hex}"
