@@ -36,13 +36,14 @@ $(TEST_PLUGINS)/.installed: $(VENV)/.installed $(TEST_PLUGIN_SRC)
 setup: $(VENV)/.installed $(TEST_PLUGINS)/.installed ## Create .venv and install every Python package
 .PHONY: setup
 
-gen: setup ## Regenerate code from protos/ (all languages)
+gen: setup ## Regenerate code from protos/ (all languages) and the vendored TEI proto (Python)
 	$(BIN)/buf generate
+	$(BIN)/buf generate --template buf.gen.tei.yaml
 .PHONY: gen
 
 lint: setup ## buf lint + format check, ruff
 	$(BIN)/buf lint
-	$(BIN)/buf format -d --exit-code
+	$(BIN)/buf format -d --exit-code protos
 	$(BIN)/ruff check service plugins clients/python tests bench
 .PHONY: lint
 

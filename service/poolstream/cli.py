@@ -60,6 +60,13 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet gRPC "
                    "probes cannot speak TLS); 0: off")
 
+    g = p.add_argument_group("HTTP/JSON front door")
+    g.add_argument("--http-port", type=int, default=None,
+                   help="also serve HTTP/JSON on this port: OpenAI /v1/embeddings, vLLM /pooling, TEI routes, "
+                   "the page at / and OpenAPI docs at /docs (0 picks a free port; default: off)")
+    g.add_argument("--http-host", default=None, help="address for --http-port (default: --host)")
+    g.add_argument("--http-port-file", help="write the bound HTTP port here once SERVING")
+
     g = p.add_argument_group("security")
     g.add_argument("--tls-cert", help="PEM certificate chain: serve TLS instead of plaintext")
     g.add_argument("--tls-key", help="PEM private key of --tls-cert")
@@ -163,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             grace_period_s=args.grace_period,
             drain_delay_s=args.drain_delay,
             transport=transport_from_args(args),
+            http_port=args.http_port,
+            http_host=args.http_host,
+            http_port_file=args.http_port_file,
         )
+        if args.http_port is not None and not 0 <= args.http_port <= 65535:
+            raise ValueError("--http-port must be a TCP port (0 picks a free one)")
         return asyncio.run(serve(config, listen, plugin))
     except (ValueError, FileNotFoundError, OSError) as e:
         # Startup errors (plugin selection, bad model dir, bind): message and non-zero exit.

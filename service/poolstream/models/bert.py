@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 _EMB_KEY = "embeddings.word_embeddings.weight"
 # Checkpoint parts a pure encoder never uses (pooler head, MLM/NSP heads).
 _UNUSED_PREFIXES = ("pooler.", "cls.", "lm_head.", "embeddings.position_ids")
+_ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
 _DENSE_ACTIVATIONS = ("Tanh", "Identity", "ReLU", "Sigmoid")
 
 
@@ -71,6 +72,19 @@ def strip_prefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not key.startswith(_UNUSED_PREFIXES):
             out[key] = value
     return out
+
+
+def position_offset(hf_config: dict[str, Any]) -> int:
+    """First row of the position table that real tokens use.
+
+    RoBERTa-family models (XLM-R, multilingual-e5, bge-m3, CamemBERT) number
+    positions from ``padding_idx + 1`` (rows up to padding_idx are never read
+    for right-padded text), so their table is used from that row on and the
+    encoder is otherwise exactly BERT's.
+    """
+    if hf_config.get("model_type") in _ROBERTA_TYPES:
+        return int(hf_config.get("pad_token_id", 1)) + 1
+    return 0
 
 
 class _Layer(nn.Module):
@@ -134,7 +148,7 @@ class _Encoder(nn.Module):
         heads = int(hf_config["num_attention_heads"])
         self.word_emb = nn.Parameter(weights["embeddings.word_embeddings.weight"], requires_grad=False)
         # Position + token type 0 in one table: single-sentence prompts never use other types.
-        pos_type = weights["embeddings.position_embeddings.weight"]
+        pos_type = weights["embeddings.position_embeddings.weight"][position_offset(hf_config):]
         if "embeddings.token_type_embeddings.weight" in weights:
             pos_type = pos_type + weights["embeddings.token_type_embeddings.weight"][0]
         self.pos_type = nn.Parameter(pos_type, requires_grad=False)
