@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -28,6 +29,7 @@ from poolstream.v1 import pooling_service_pb2 as pb
 from poolstream.v1 import pooling_service_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, subprocess_env
 from tests.grpc_helpers import error_details, json_payload
+from tests.http.conftest import launch_http_server
 
 HERE = Path(__file__).resolve().parent
 DEMO = ROOT / "models" / "prithvi-water-demo"
@@ -82,10 +84,18 @@ def check_mask(b64: str, label: np.ndarray) -> None:
     assert ((mask == 255) == (label == 1)).mean() > 0.9
 
 
-def test_terratorch_plugin_over_grpc(tmp_path, start_server_process):
+def test_terratorch_plugin_over_grpc_and_http(tmp_path):
     model = terratorch_model(tmp_path)
     scene, label = scene_file(tmp_path, 300, 250, 7_200_001)
-    server = start_server_process("--model", str(model), env=terratorch_env())
+    http = launch_http_server("--model", str(model), env=terratorch_env())
+    try:
+        _check_server(http, scene, label)
+    finally:
+        http.process.stop()
+
+
+def _check_server(http, scene: Path, label: np.ndarray) -> None:
+    server = http.process
 
     async def call(data: dict) -> pb.ProcessResponse:
         async with grpc.aio.insecure_channel(server.address) as ch:
@@ -103,6 +113,17 @@ def test_terratorch_plugin_over_grpc(tmp_path, start_server_process):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_details(e.value)["reason"] == "INVALID_PAYLOAD"
     assert "terratorch_segmentation" in server.log()
+
+    # vLLM's own online test body, POSTed to /pooling as vLLM's test does.
+    body = {"data": {"data": str(scene), "data_format": "path", "out_data_format": "b64_json"},
+            "priority": 0, "model": "prithvi-terratorch", "softmax": False}
+    req = urllib.request.Request(f"{http.base_url}/pooling", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        answer = json.loads(r.read())
+    assert set(answer) >= {"request_id", "created_at", "data"}
+    assert all(answer["data"].get(k) for k in ("data_format", "data", "request_id"))
+    check_mask(answer["data"]["data"], label)
 
 
 def test_terratorch_plugin_in_process(tmp_path):
