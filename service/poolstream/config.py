@@ -95,6 +95,9 @@ class EngineConfig:
     # CPU text models only: under load, a second engine thread runs a batch on one torch
     # thread beside the core thread's (engine/core.py, "the CPU side lane").
     cpu_side_lane: bool = True
+    # Which implementation runs the model: "auto" (native when poolstream has one, else the
+    # transformers fallback), "native", or "transformers" (models/transformers_backend.py).
+    model_backend: str = "auto"
 
 
 @dataclass(frozen=True)
