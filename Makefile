@@ -66,11 +66,13 @@ gpu-check: setup ## On a CUDA machine: tests/gpu, the GPU benchmark and engine s
 	bench/gpu_check.sh
 .PHONY: gpu-check
 
-test: setup client-setup lint breaking ## Set up everything and run every test
+test: setup client-setup browser-setup lint breaking ## Set up everything and run every test
 	$(BIN)/pytest -q
 .PHONY: test
 
 -include mk/*.mk
-# Client toolchains (Go, Node) hook in through mk/clients.mk; without it, nothing to do.
+# Client toolchains (Go, Node) hook in through mk/clients.mk, headless Chromium through
+# mk/browser.mk; without them, nothing to do.
 client-setup::
-.PHONY: client-setup
+browser-setup::
+.PHONY: client-setup browser-setup

@@ -18,7 +18,13 @@ from poolstream.server.transport import validate as validate_transport
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     d_engine, d_limits = EngineConfig(), LimitsConfig()
     g = p.add_argument_group("model and plugin")
-    g.add_argument("--model", help="Hugging Face-style model directory (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--model", help="Hugging Face-style model directory, or a Hugging Face repo id (ORG/NAME) "
+                   "found in the local Hugging Face cache (HF_HUB_CACHE / HF_HOME) (default: the embedded "
+                   "all-MiniLM-L6-v2)")
+    g.add_argument("--allow-download", action="store_true",
+                   help="let --model ORG/NAME download from the Hugging Face hub when it is not cached "
+                   "(default: the cache only)")
+    g.add_argument("--revision", default=None, help="--model ORG/NAME: branch, tag or commit (default: main)")
     g.add_argument(
         "--io-processor-plugin",
         help="IO Processor plugin to use; overrides config.json's io_processor_plugin "
@@ -30,6 +36,9 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-threads", type=int, default=d_engine.num_threads,
                    help="torch intra-op threads of the engine (0: one per core, capped by the CPU "
                    "affinity and a cgroup CPU quota); other threads use one")
+    g.add_argument("--model-backend", choices=["auto", "native", "transformers"], default=d_engine.model_backend,
+                   help="auto: poolstream's native implementation when it has one, else transformers "
+                   "(needs poolstream[transformers]; slower); transformers: always")
     g.add_argument("--no-cpu-side-lane", dest="cpu_side_lane", action="store_false",
                    help="CPU: never run a second batch beside the core thread's under load")
     g.add_argument("--allowed-local-media-path", default=None,
@@ -105,7 +114,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
     if args.model is None:
         model_config = embedded_model_config(plugin)
     else:
-        model_config = ModelConfig.from_dir(args.model, io_processor_plugin=plugin)
+        model_config = ModelConfig.resolve(args.model, io_processor_plugin=plugin,
+                                           allow_download=args.allow_download, revision=args.revision)
     config = PoolstreamConfig(
         model_config=model_config,
         engine_config=EngineConfig(
@@ -116,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
             max_queued_prompts=args.max_queued_prompts,
             num_threads=args.num_threads,
             cpu_side_lane=args.cpu_side_lane,
+            model_backend=args.model_backend,
         ),
         limits=LimitsConfig(
             max_receive_message_bytes=args.max_receive_message_bytes,

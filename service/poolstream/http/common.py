@@ -117,12 +117,9 @@ def prompts_of(value: InputType, field: str) -> list[PromptType]:
     return prompts
 
 
-def embed_params(
-    *, dimensions: int | None = None, truncate_prompt_tokens: int | None = None, normalize: bool | None = None,
-    truncate: bool | None = None, task: str = "embed",
-) -> PoolingParams:
-    params = PoolingParams(task=task, dimensions=dimensions, truncate_prompt_tokens=truncate_prompt_tokens,
-                           normalize=normalize, truncate=truncate)
+def embed_params(task: str = "embed", **fields: Any) -> PoolingParams:
+    """PoolingParams for ``task`` with the fields a request set (None: the model's default)."""
+    params = PoolingParams(task=task, **{k: v for k, v in fields.items() if v is not None})
     try:
         params.verify()
     except ValueError as e:
@@ -130,22 +127,65 @@ def embed_params(
     return params
 
 
+def require_task(core: ServingCore, task: str, api: str) -> None:
+    """TASK_NOT_SUPPORTED unless the served model runs ``task`` (PoolingParams.task)."""
+    facts = core.facts()
+    if facts.serves(task):
+        return
+    if not facts.is_text:
+        hint = f"it takes {', '.join(facts.tensor_inputs)} tensors, not text; use /pooling"
+    else:
+        hint = f"it serves {', '.join(facts.tasks) or 'no pooling task'}"
+    raise unsupported_task(api, core.model_name, hint)
+
+
 async def run_embeddings(
     request: Request, prompts: list[PromptType], params: PoolingParams, field: str, priority: int = 0,
     task: str = "embeddings",
 ) -> list[PoolingRequestOutput]:
-    """Admission and encoding of an embedding call (same rules as gRPC EncodeAll)."""
+    """Admission and encoding of a call (same rules as gRPC EncodeAll); the model must serve
+    ``params.task`` (``task`` names the API in the error)."""
     core = core_of(request)
-    facts = core.facts()
-    if not facts.is_embedding:
-        raise unsupported_task(
-            task, core.model_name,
-            f"it returns {list(facts.output_shape)}-shaped outputs from {list(facts.tensor_inputs) or 'text'}; "
-            "use /pooling")
+    require_task(core, params.task or "embed", task)
     core.check_prompt_count(len(prompts), field)
     with core.admitted(deadline_of(request.scope)):
         return await core.encode(prompts, params, request_id_of(), deadline_of(request.scope), priority,
                                  field_of=lambda i: f"{field}[{i}]")
+
+
+async def score_pairs(request: Request, queries: list[str], documents: list[str], priority: int,
+                      truncate_prompt_tokens: int | None, api: str, activation: bool | None = None,
+                      ) -> tuple[list[float], int]:
+    """One score per (query, document) pair: a cross-encoder's (the "score" task) when the model
+    has one, else the cosine similarity of the normalised embeddings (vLLM's bi-encoder scoring)."""
+    core = core_of(request)
+    if core.facts().serves("score"):
+        prompts: list[PromptType] = [{"prompt": q, "text_pair": d} for q, d in zip(queries, documents)]
+        params = embed_params("score", truncate_prompt_tokens=truncate_prompt_tokens, use_activation=activation)
+        outputs = await run_embeddings(request, prompts, params, "documents", priority, task=api)
+        return [float(vector(o)[0]) for o in outputs], token_count(outputs)
+    texts = list(dict.fromkeys([*queries, *documents]))  # each distinct text embedded once
+    params = embed_params(normalize=True, truncate_prompt_tokens=truncate_prompt_tokens)
+    outputs = await run_embeddings(request, prompts_of(texts, "texts"), params, "texts", priority, task=api)
+    vectors = {t: torch.nn.functional.normalize(vector(o), dim=0) for t, o in zip(texts, outputs)}
+    return [float(vectors[q] @ vectors[d]) for q, d in zip(queries, documents)], token_count(outputs)
+
+
+async def classify_prompts(request: Request, prompts: list[PromptType], priority: int, api: str, field: str,
+                           activation: bool | None = None, truncate: bool | None = None,
+                           ) -> tuple[list[torch.Tensor], tuple[str, ...], int]:
+    """Class scores per prompt (the "classify" task) with the label names, and the token count."""
+    core = core_of(request)
+    params = embed_params("classify", use_activation=activation, truncate=truncate)
+    outputs = await run_embeddings(request, prompts, params, field, priority, task=api)
+    labels = core.facts().labels
+    rows = [vector(o) for o in outputs]
+    first = outputs[0].outputs
+    if getattr(first, "labels", None):
+        labels = tuple(first.labels)
+    if not labels:
+        labels = tuple(f"LABEL_{i}" for i in range(rows[0].numel()))
+    return rows, labels, token_count(outputs)
 
 
 def vector(out: PoolingRequestOutput) -> torch.Tensor:

@@ -63,15 +63,31 @@ class ModelFacts:
     tensor_inputs: tuple[str, ...]
     compute_dtype: str
     device: str
+    tasks: tuple[str, ...] = ("embed",)  # the pooling tasks the model serves (PoolingParams.task)
+    default_task: str = "embed"
+    labels: tuple[str, ...] = ()  # classifier label names, index order
 
     @property
     def is_text(self) -> bool:
         return not self.tensor_inputs
 
+    def serves(self, task: str) -> bool:
+        """A text model with this task ("embed", "classify", "score", "token_embed", ...)."""
+        return self.is_text and task in self.tasks
+
+    @property
+    def kind(self) -> str:
+        """TEI's model type, from the default task: "embedding", "classifier" or "reranker"
+        (a one-label classifier that scores pairs, as TEI classes cross-encoders)."""
+        if self.default_task == "score" or (self.default_task == "classify" and len(self.labels) == 1
+                                            and "score" in self.tasks):
+            return "reranker"
+        return "classifier" if self.default_task == "classify" else "embedding"
+
     @property
     def is_embedding(self) -> bool:
         """One vector per text: what /v1/embeddings, /embed and tei.v1.Embed serve."""
-        return self.is_text and len(self.output_shape) == 1
+        return self.serves("embed")
 
 
 class ServingCore:
@@ -103,6 +119,9 @@ class ServingCore:
             tensor_inputs=tuple(mi.tensor_inputs),
             compute_dtype=str(mi.compute_dtype).removeprefix("torch."),
             device=str(mi.device),
+            tasks=tuple(getattr(mi, "tasks", ("embed",))),
+            default_task=str(getattr(mi, "default_task", "embed")),
+            labels=tuple(getattr(mi, "labels", ())),
         )
 
     @property

@@ -2,9 +2,9 @@
 ``/info``, ``/health``, ``/metrics``.
 
 Shapes follow TEI's HTTP API (``/embed`` answers a list of vectors, errors are
-``{"error", "error_type"}``). ``/rerank`` and ``/predict`` need a cross-encoder
-or classifier; on an embedding model they answer TASK_NOT_SUPPORTED, as TEI
-does for the wrong model type. ``/metrics`` serves the same Prometheus
+``{"error", "error_type"}``). ``/rerank`` runs a cross-encoder's "score" task and
+``/predict`` a classifier's "classify" task; a model without the task answers
+TASK_NOT_SUPPORTED, as TEI does for the wrong model type. ``/metrics`` serves the same Prometheus
 registry as ``--metrics-port``.
 """
 
@@ -18,7 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import poolstream
 from poolstream.http.common import (
+    classify_prompts,
     core_of,
+    score_pairs,
     embed_params,
     guarded,
     json_response,
@@ -34,21 +36,19 @@ from poolstream.server.errors import invalid_argument
 router = APIRouter(tags=["TEI"])
 
 
-def check_tei_options(truncation_direction: str, prompt_name: str | None = None) -> None:
+def check_tei_options(truncation_direction: str) -> None:
     if truncation_direction.lower() == "left":
         raise invalid_argument("INVALID_PARAMS", "truncation_direction Left is not supported: inputs are cut on "
                                "the right", "truncation_direction")
-    if prompt_name:
-        raise invalid_argument("INVALID_PARAMS", f"prompt_name {prompt_name!r}: the model defines no prompts",
-                               "prompt_name")
 
 
 @router.post("/embed", response_model=list[list[float]], summary="Embed texts (TEI)")
 async def embed(request: Request, body: TEIEmbedRequest) -> Response:
     async def work() -> Response:
-        check_tei_options(body.truncation_direction, body.prompt_name)
+        check_tei_options(body.truncation_direction)
         prompts = prompts_of(body.inputs, "inputs")
-        params = embed_params(dimensions=body.dimensions, normalize=body.normalize, truncate=body.truncate)
+        params = embed_params(dimensions=body.dimensions, normalize=body.normalize, truncate=body.truncate,
+                              prompt_name=body.prompt_name)
         outputs = await run_embeddings(request, prompts, params, "inputs")
         return json_response([vector(o).tolist() for o in outputs])
 
@@ -56,21 +56,58 @@ async def embed(request: Request, body: TEIEmbedRequest) -> Response:
 
 
 async def tei_rerank(request: Request, raw: Any) -> Response:
+    """TEI's rerank: a cross-encoder scores (query, text) pairs; answers sorted by score."""
+
     async def work() -> Response:
-        TEIRerankRequest.model_validate(raw)  # a malformed body is a 400 first
+        body = TEIRerankRequest.model_validate(raw)
+        check_tei_options(body.truncation_direction)
         core = core_of(request)
-        raise unsupported_task("rerank", core.model_name, "TEI's /rerank needs a re-ranker (cross-encoder) model; "
-                               "vLLM's form (`documents`) scores with embeddings")
-        return Response()  # pragma: no cover  (mypy: a value on every path)
+        if not core.facts().serves("score"):
+            raise unsupported_task("rerank", core.model_name, "TEI's /rerank needs a re-ranker (cross-encoder) "
+                                   "model; vLLM's form (`documents`) also scores with embeddings")
+        if not body.texts:
+            raise invalid_argument("INVALID_PROMPT", "texts must not be empty", "texts")
+        scores, _ = await score_pairs(request, [body.query] * len(body.texts), body.texts, 0, None, "rerank",
+                                      activation=not body.raw_scores)
+        order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+        return json_response([{"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text
+                                                                    else {})} for i in order])
 
     return await guarded(ErrorStyle.TEI, work)
 
 
-@router.post("/predict", summary="Classify texts or pairs (TEI; needs a classifier model)")
+def predict_prompts(inputs: Any) -> tuple[list[Any], bool]:
+    """TEI's PredictInput: a text, a batch of texts, or [text] / [text, text_pair] items;
+    (prompts, whether the answer is one list rather than a list per input)."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    prompts: list[Any] = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            prompts.append(item)
+        elif isinstance(item, list) and len(item) == 1:
+            prompts.append(item[0])
+        elif isinstance(item, list) and len(item) == 2:
+            prompts.append({"prompt": item[0], "text_pair": item[1]})
+        else:
+            raise invalid_argument("INVALID_PROMPT", f"inputs[{i}] must be a text or a [text, text_pair] pair",
+                                   f"inputs[{i}]")
+    for i, p in enumerate(prompts):
+        if not (p if isinstance(p, str) else p["prompt"]):
+            raise invalid_argument("INVALID_PROMPT", f"inputs[{i}] is an empty string", f"inputs[{i}]")
+    return prompts, False
+
+
+@router.post("/predict", summary="Classify texts or text pairs (TEI; a sequence-classification model)")
 async def predict(request: Request, body: TEIPredictRequest) -> Response:
     async def work() -> Response:
-        core = core_of(request)
-        raise unsupported_task("predict", core.model_name, "it is not a sequence-classification model")
+        check_tei_options(body.truncation_direction)
+        prompts, single = predict_prompts(body.inputs)
+        rows, labels, _ = await classify_prompts(request, prompts, 0, "predict", "inputs",
+                                                 activation=not body.raw_scores, truncate=body.truncate)
+        answers = [sorted(({"score": float(v), "label": labels[j]} for j, v in enumerate(row.tolist())),
+                          key=lambda p: p["score"], reverse=True) for row in rows]
+        return json_response(answers[0] if single else answers)
 
     return await guarded(ErrorStyle.TEI, work)
 
@@ -101,8 +138,11 @@ def tokens_of(core: ServingCore, text: str, add_special_tokens: bool) -> list[di
 def tei_info(core: ServingCore) -> dict[str, Any]:
     facts = core.facts()
     config = core.state.config
-    if facts.is_embedding:
-        model_type: dict[str, Any] = {"embedding": {"pooling": core.engine().model_info.pooling}}
+    if facts.is_text and facts.kind in ("reranker", "classifier"):
+        model_type: dict[str, Any] = {facts.kind: {"id2label": dict(enumerate(facts.labels)),
+                                                   "label2id": {n: i for i, n in enumerate(facts.labels)}}}
+    elif facts.is_embedding:
+        model_type = {"embedding": {"pooling": core.engine().model_info.pooling}}
     else:
         model_type = {"pooling": {"output_shape": list(facts.output_shape)}}
     return {

@@ -6,10 +6,10 @@ the same pipeline, limits and watchdog as gRPC ``Process``), and the answer is
 an IOProcessorResponse ``{"request_id", "created_at", "data"}``. With
 ``input`` instead of ``data`` it is vLLM's raw pooling (one tensor per input).
 
-Score and rerank on an embedding model are the cosine similarity of the
-normalised embeddings (vLLM's bi-encoder scoring); ``/classify`` needs a
-classification model, which this server does not load yet (501
-TASK_NOT_SUPPORTED).
+Score and rerank run a cross-encoder's "score" task when the model has one,
+else the cosine similarity of normalised embeddings (vLLM's bi-encoder
+scoring); ``/classify`` runs a sequence classifier's "classify" task. A model
+without the task answers 501 TASK_NOT_SUPPORTED.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import base64
 import time
 from typing import Any
 
-import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from google.protobuf import json_format
@@ -28,18 +27,16 @@ from pydantic import BaseModel
 from poolstream.entrypoints.protocol import RawPayload
 from poolstream.http.common import (
     check_model,
+    classify_prompts,
+    score_pairs,
     core_of,
-    embed_params,
     encode_tensor,
     guarded,
     json_response,
     prompts_of,
     request_id_of,
-    run_embeddings,
     token_count,
-    vector,
 )
-from poolstream.http.core import unsupported_task
 from poolstream.http.errors import ErrorStyle
 from poolstream.http.middleware import deadline_of
 from poolstream.http.schemas import (
@@ -120,18 +117,6 @@ async def _raw_pooling(request: Request, body: PoolingRequest) -> Response:
     })
 
 
-async def cosine_scores(request: Request, queries: list[str], documents: list[str], priority: int,
-                        truncate_prompt_tokens: int | None, task: str) -> tuple[list[float], int]:
-    """Cosine similarity of each (query, document) pair, from one batch of embeddings."""
-    texts = list(dict.fromkeys([*queries, *documents]))  # each distinct text embedded once
-    prompts = prompts_of(texts, "texts")
-    params = embed_params(normalize=True, truncate_prompt_tokens=truncate_prompt_tokens)
-    outputs = await run_embeddings(request, prompts, params, "texts", priority, task=task)
-    vectors = {t: torch.nn.functional.normalize(vector(o), dim=0) for t, o in zip(texts, outputs)}
-    scores = [float(vectors[q] @ vectors[d]) for q, d in zip(queries, documents)]
-    return scores, token_count(outputs)
-
-
 def _pairs(text_1: str | list[str], text_2: str | list[str]) -> tuple[list[str], list[str]]:
     """vLLM's pairing: one against many, or element-wise for two lists of the same length."""
     left = [text_1] if isinstance(text_1, str) else list(text_1)
@@ -154,8 +139,8 @@ async def score(request: Request, body: ScoreRequest) -> Response:
         core = core_of(request)
         check_model(core, body.model)
         left, right = _pairs(body.text_1, body.text_2)
-        scores, tokens = await cosine_scores(request, left, right, body.priority, body.truncate_prompt_tokens,
-                                             "score")
+        scores, tokens = await score_pairs(request, left, right, body.priority, body.truncate_prompt_tokens,
+                                           "score")
         return json_response({
             "id": f"score-{request_id_of()}", "object": "list", "created": int(time.time()),
             "model": core.model_name,
@@ -172,8 +157,8 @@ async def vllm_rerank(request: Request, body: RerankRequest) -> Response:
         check_model(core, body.model)
         if not body.documents:
             raise invalid_argument("INVALID_PROMPT", "documents must not be empty", "documents")
-        scores, tokens = await cosine_scores(request, [body.query] * len(body.documents), body.documents,
-                                             body.priority, body.truncate_prompt_tokens, "rerank")
+        scores, tokens = await score_pairs(request, [body.query] * len(body.documents), body.documents,
+                                           body.priority, body.truncate_prompt_tokens, "rerank")
         order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
         if body.top_n:
             order = order[: body.top_n]
@@ -198,7 +183,14 @@ async def classify(request: Request, body: ClassifyRequest) -> Response:
     async def work() -> Response:
         core = core_of(request)
         check_model(core, body.model)
-        raise unsupported_task("classify", core.model_name,
-                               "it is not a sequence-classification model (no classifier head is loaded)")
+        prompts = prompts_of(body.input, "input")
+        rows, labels, tokens = await classify_prompts(request, prompts, body.priority, "classify", "input")
+        return json_response({
+            "id": f"classify-{request_id_of()}", "object": "list", "created": int(time.time()),
+            "model": core.model_name,
+            "data": [{"index": i, "label": labels[int(row.argmax())], "probs": row.tolist(),
+                      "num_classes": row.numel()} for i, row in enumerate(rows)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
 
     return await guarded(ErrorStyle.VLLM, work)
