@@ -4,6 +4,7 @@ vs transformers run on each prompt alone (no padding at all in the reference).""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from poolstream.pooling_params import PoolingParams
-from tests.models import test_modernbert, test_mpnet, test_qwen, test_xlm_roberta
+from tests.models import test_modernbert, test_mpnet, test_qwen, test_rotary_bert, test_xlm_roberta
 from tests.models.parity import TOL, engine_outputs, load_native, max_diff
 from tests.models.tiny import PAIRS, TEXTS, init_weights, save_model_dir
 
@@ -22,29 +23,43 @@ MAX_LEN = 24  # the long text and the long pair are truncated
 @dataclass(frozen=True)
 class Family:
     prefix: str  # transformers class prefix: f"{prefix}Model", f"{prefix}ForSequenceClassification" ...
-    config_cls: str
-    config: dict[str, Any]
+    config: Callable[[Any, dict[str, Any]], Any]  # (tokenizer, overrides) -> transformers config
     tokenizer: Callable[[], Any]
     tokenizer_kwargs: dict[str, Any]
-    ids: Callable[[Any], dict[str, int]]  # special token ids for the config
+
+
+def from_real(config_cls: str, raw: dict[str, Any], ids: Callable[[Any], dict[str, int]]) -> Callable:
+    """A transformers config from a real config.json (shrunk), with the tokenizer's special ids."""
+    def make(tok: Any, extra: dict[str, Any]) -> Any:
+        import transformers
+
+        cfg = {k: v for k, v in raw.items() if k not in ("architectures", "model_type", "id2label", "label2id")}
+        return getattr(transformers, config_cls)(**{**cfg, **ids(tok), "vocab_size": tok.get_vocab_size(), **extra})
+    return make
 
 
 FAMILIES = {
-    "xlm_roberta": Family("XLMRoberta", "XLMRobertaConfig", test_xlm_roberta.BGE_RERANKER,
-                          test_xlm_roberta.xlmr_tokenizer, test_xlm_roberta.TOKENIZER_KWARGS,
-                          lambda tok: {"pad_token_id": 1}),
-    "mpnet": Family("MPNet", "MPNetConfig", test_mpnet.ALL_MPNET, test_mpnet.mpnet_tokenizer,
-                    test_mpnet.TOKENIZER_KWARGS, lambda tok: {"pad_token_id": 1}),
-    "modernbert": Family("ModernBert", "ModernBertConfig", test_modernbert.MODERNBERT_BASE,
-                         test_modernbert.modernbert_tokenizer, test_modernbert.TOKENIZER_KWARGS,
-                         lambda tok: {"pad_token_id": tok.token_to_id("[PAD]"),
-                                      "cls_token_id": tok.token_to_id("[CLS]"),
-                                      "sep_token_id": tok.token_to_id("[SEP]")}),
+    "xlm_roberta": Family("XLMRoberta", from_real("XLMRobertaConfig", test_xlm_roberta.BGE_RERANKER,
+                                                  lambda tok: {"pad_token_id": 1}),
+                          test_xlm_roberta.xlmr_tokenizer, test_xlm_roberta.TOKENIZER_KWARGS),
+    "mpnet": Family("MPNet", from_real("MPNetConfig", test_mpnet.ALL_MPNET, lambda tok: {"pad_token_id": 1}),
+                    test_mpnet.mpnet_tokenizer, test_mpnet.TOKENIZER_KWARGS),
+    "modernbert": Family("ModernBert", from_real("ModernBertConfig", test_modernbert.MODERNBERT_BASE,
+                                                 lambda tok: {"pad_token_id": tok.token_to_id("[PAD]"),
+                                                              "cls_token_id": tok.token_to_id("[CLS]"),
+                                                              "sep_token_id": tok.token_to_id("[SEP]")}),
+                         test_modernbert.modernbert_tokenizer, test_modernbert.TOKENIZER_KWARGS),
     # The pad token differs from the appended <|endoftext|>, so transformers' "last non-pad token"
     # is the last token, as in poolstream.
-    "qwen3": Family("Qwen3", "Qwen3Config", test_qwen.QWEN3_EMBEDDING, test_qwen.qwen_tokenizer,
-                    {**test_qwen.TOKENIZER_KWARGS, "pad_token": "<|im_end|>", "padding_side": "right"},
-                    lambda tok: {"pad_token_id": tok.token_to_id("<|im_end|>")}),
+    "qwen3": Family("Qwen3", from_real("Qwen3Config", test_qwen.QWEN3_EMBEDDING,
+                                       lambda tok: {"pad_token_id": tok.token_to_id("<|im_end|>")}),
+                    test_qwen.qwen_tokenizer,
+                    {**test_qwen.TOKENIZER_KWARGS, "pad_token": "<|im_end|>", "padding_side": "right"}),
+    # Nomic has two token types: pair prompts (score) use them, as BERT cross-encoders do.
+    "nomic_bert": Family("NomicBert", lambda tok, extra: test_rotary_bert.nomic_config(**extra),
+                         test_rotary_bert.bert_tokenizer, test_rotary_bert.BERT_TOKENIZER_KWARGS),
+    "gte": Family("Gte", lambda tok, extra: test_rotary_bert.gte_config(**extra),
+                  test_rotary_bert.bert_tokenizer, test_rotary_bert.BERT_TOKENIZER_KWARGS),
 }
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 
@@ -54,9 +69,7 @@ def build(family: str, head: str, tmp: Path, seed: int = 0, **extra: Any) -> tup
 
     f = FAMILIES[family]
     tok = f.tokenizer()
-    cfg = {k: v for k, v in f.config.items() if k not in ("architectures", "model_type", "id2label", "label2id")}
-    config = getattr(transformers, f.config_cls)(**{**cfg, **f.ids(tok), "vocab_size": tok.get_vocab_size(),
-                                                    **extra})
+    config = f.config(tok, extra)
     torch.manual_seed(seed)
     model = init_weights(getattr(transformers, f.prefix + head)(config), seed=seed)
     path = save_model_dir(tmp / f"{family}-{head}", model, tok, pooling=None, max_seq_length=MAX_LEN,
@@ -73,7 +86,8 @@ def hf_alone(path: Path, model: Any, prompts: list[Any]) -> list[torch.Tensor]:
     for p in prompts:
         args = p if isinstance(p, tuple) else (p,)
         enc = tok(*args, truncation=True, max_length=MAX_LEN, return_tensors="pt")
-        enc.pop("token_type_ids", None)
+        if "token_type_ids" not in inspect.signature(model.forward).parameters:
+            enc.pop("token_type_ids", None)
         with torch.inference_mode():
             out = model(**enc)
         outs.append((out.logits if hasattr(out, "logits") else out.last_hidden_state)[0])

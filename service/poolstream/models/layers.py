@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,16 @@ def causal_mask(key_mask: Optional[torch.Tensor], s: int, device: torch.device) 
     causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
     keys = key_mask.to(torch.bool)[:, None, None, :]
     return (causal[None, None] & keys) | torch.eye(s, dtype=torch.bool, device=device)[None, None]
+
+
+def rope_theta(hf_config: dict[str, Any], default: float) -> float:
+    """The rotary base from either config era (``rope_theta`` or transformers 5's ``rope_parameters``)."""
+    params = hf_config.get("rope_parameters") or {}
+    scaling = hf_config.get("rope_scaling") or {}
+    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if kind != "default":
+        raise ValueError(f"rope type {kind!r} is not supported (only the default rotary embedding)")
+    return float(params.get("rope_theta") or hf_config.get("rope_theta") or default)
 
 
 class Rotary(nn.Module):

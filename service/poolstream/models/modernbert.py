@@ -114,7 +114,9 @@ class _ModernBertEncoder(nn.Module):
         self.rope_local = Rotary(head_dim, bases["sliding_attention"])
         self.half_window = int(cfg.get("local_attention", 128)) // 2
 
-    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor], pack: bool) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor], pack: bool,
+                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ids [b, s] -> [b, s, h]; no token-type table, so ``token_type_ids`` is never passed."""
         b, s, h = input_ids.shape[0], input_ids.shape[1], self.hidden
         positions = token_positions(key_mask, b, s, input_ids.device).reshape(-1)
         x = F.embedding(input_ids.reshape(-1), self.emb)

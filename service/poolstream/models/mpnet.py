@@ -78,7 +78,9 @@ class _MPNetEncoder(nn.Module):
         self.num_buckets = int(cfg.get("relative_attention_num_buckets", 32))
         self.max_distance = 128  # fixed in MPNet (not a config key)
 
-    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor], pack: bool) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor], pack: bool,
+                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ids [b, s] -> [b, s, h]; no token-type table, so ``token_type_ids`` is never passed."""
         b, s, h = input_ids.shape[0], input_ids.shape[1], self.hidden
         x = (F.embedding(input_ids, self.word_emb) + self.pos[:s]).view(b * s, h)
         buckets = relative_buckets(s, self.num_buckets, self.max_distance, input_ids.device)

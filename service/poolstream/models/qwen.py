@@ -21,19 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolstream.models.layers import (
-    Rotary, apply_rotary, attention, causal_mask, frozen, packed_index, rms_norm, scatter_rows, token_positions,
+    Rotary, apply_rotary, attention, causal_mask, frozen, packed_index, rms_norm, rope_theta, scatter_rows,
+    token_positions,
 )
 from poolstream.models.text_model import ClassifierHead, NativeTextModel, Weights
-
-
-def rope_theta(hf_config: dict[str, Any], default: float) -> float:
-    """The rotary base from either config era (``rope_theta`` or transformers 5's ``rope_parameters``)."""
-    params = hf_config.get("rope_parameters") or {}
-    scaling = hf_config.get("rope_scaling") or {}
-    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if kind != "default":
-        raise ValueError(f"rope type {kind!r} is not supported (only the default rotary embedding)")
-    return float(params.get("rope_theta") or hf_config.get("rope_theta") or default)
 
 
 class _DecoderLayer(nn.Module):
@@ -96,7 +87,9 @@ class _Decoder(nn.Module):
         self.rotary = Rotary(head_dim, rope_theta(cfg, 10000.0))
         self.eps = eps
 
-    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor], pack: bool) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, key_mask: Optional[torch.Tensor], pack: bool,
+                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ids [b, s] -> [b, s, h]; no token-type table, so ``token_type_ids`` is never passed."""
         b, s = input_ids.shape[0], input_ids.shape[1]
         positions = token_positions(key_mask, b, s, input_ids.device).reshape(-1)
         x = F.embedding(input_ids.reshape(-1), self.embed)

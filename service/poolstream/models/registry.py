@@ -41,6 +41,8 @@ _MODELS.update({
     **_family("poolstream.models.mpnet", "MPNetEmbeddingModel", ("MPNet",), _HEADS + ("ForMaskedLM",)),
     **_family("poolstream.models.modernbert", "ModernBertEmbeddingModel", ("ModernBert",),
               _HEADS + ("ForMaskedLM",)),
+    **_family("poolstream.models.rotary_bert", "NomicBertEmbeddingModel", ("NomicBert",), _HEADS + ("ForMaskedLM",)),
+    **_family("poolstream.models.rotary_bert", "GteEmbeddingModel", ("Gte", "New"), _HEADS + ("ForMaskedLM",)),
     **_family("poolstream.models.qwen", "QwenEmbeddingModel", ("Qwen2", "Qwen3"), _HEADS + ("ForCausalLM",)),
 })
 

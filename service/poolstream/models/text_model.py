@@ -111,7 +111,7 @@ class NativeTextModel(TextEncoderModel):
                              f"(supported: {', '.join(SUPPORTED_POOLING)})")
         if not mdir.pooling_include_prompt:
             raise ValueError(f"{mdir.path}: pooling with include_prompt=false is not supported")
-        hidden = int(hf_config["hidden_size"])
+        hidden = int(body.hidden)  # every body states its width (configs name it differently)
         limits = [n for n in (mdir.max_model_len, max_positions) if n]  # never past the position table
         fields = task_spec_fields(hf_config, mdir)
         n_labels = len(fields["labels"])
@@ -131,8 +131,17 @@ class NativeTextModel(TextEncoderModel):
         self._spec = ModelSpec(
             output_shape=shapes[default], pooling=seq_head.pooling if seq_head else self.pooling,
             normalize=mdir.normalize, max_model_len=min(limits) if limits else 0,
-            extra={"vocab_size": vocab_size, "hidden_size": hidden}, tasks=tasks, default_task=default,
-            token_type_ids=False, task_shapes={t: shapes[t] for t in tasks}, **fields)
+            extra={"vocab_size": vocab_size, "hidden_size": hidden, "type_vocab_size": self.type_vocab_size(body)},
+            tasks=tasks, default_task=default,
+            token_type_ids=self.type_vocab_size(body) > 1, task_shapes={t: shapes[t] for t in tasks}, **fields)
+
+    @staticmethod
+    def type_vocab_size(body: nn.Module) -> int:
+        """Rows of the body's token-type table (``type_delta``); 1 when it has none.
+
+        With more than one, pair prompts (cross-encoder scores) get token types."""
+        delta = getattr(body, "type_delta", None)
+        return 1 if delta is None else int(delta.shape[0])
 
     # ---- what an architecture provides -------------------------------------
 
@@ -187,8 +196,8 @@ class NativeTextModel(TextEncoderModel):
         if self._scripted is not None:
             # Unoptimized TorchScript: op-by-op in C++ without the GIL, no re-specialisation per shape.
             with torch.jit.optimized_execution(False):
-                return self._scripted(input_ids, attention_mask, on_cpu)
-        return self.body(input_ids, attention_mask, on_cpu)
+                return self._scripted(input_ids, attention_mask, on_cpu, token_type_ids)
+        return self.body(input_ids, attention_mask, on_cpu, token_type_ids)
 
     def sequence_logits(self, hidden: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
         if self.seq_head is None:
