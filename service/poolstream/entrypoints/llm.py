@@ -23,7 +23,7 @@ from poolstream.entrypoints.protocol import IOProcessorResponse
 from poolstream.inputs import PromptType
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors import IOProcessorSelection, select_io_processor
-from poolstream.plugins.io_processors.pipeline import OutputObserver, PipelineResult
+from poolstream.plugins.io_processors.pipeline import OutputObserver, PipelineResult, normalize_prompt
 from poolstream.pooling_params import PoolingParams
 from poolstream.serving import CallContext, ServingCore, ServingError
 
@@ -52,6 +52,16 @@ def build_config(
         limits=limits or LimitsConfig(),
         **config_kwargs,
     )
+
+
+def _truncation(truncate_prompt_tokens: int | None, tokenization_kwargs: Mapping[str, Any] | None) -> int | None:
+    """The token limit from vLLM's two ways of asking for one (``-1``: the model's maximum)."""
+    if truncate_prompt_tokens is not None:
+        return None if truncate_prompt_tokens == -1 else int(truncate_prompt_tokens)
+    kwargs = tokenization_kwargs or {}
+    if kwargs.get("truncation") and kwargs.get("max_length") is not None:
+        return int(kwargs["max_length"])
+    return None
 
 
 class AsyncLLM:
@@ -105,32 +115,62 @@ class AsyncLLM:
 
     async def _run_plugin(
         self, data: Any, request_id: str | None, priority: int, params: PoolingParams | None,
-        observer: OutputObserver | None = None,
+        observer: OutputObserver | None = None, whole_request: Any = None,
     ) -> PipelineResult:
         if self.core.pipeline is None:
             raise ValueError(_NO_PLUGIN)
         ctx = CallContext(request_id=request_id or f"pool-{uuid.uuid4().hex}", priority=priority)
         try:
-            return await self.core.run_process(data, params, ctx, observer)
+            return await self.core.run_process(data, params, ctx, observer, whole_request=whole_request)
         except ServingError as e:  # the in-process API raises what the plugin or engine raised
             raise (e.__cause__ or e) from None
 
     async def encode(
         self,
         prompts: PromptType | Mapping[str, Any] | Sequence[PromptType],
-        pooling_params: PoolingParams | None = None,
+        pooling_params: PoolingParams | Sequence[PoolingParams] | None = None,
+        *,
+        truncate_prompt_tokens: int | None = None,
+        use_tqdm: Any = True,
+        lora_request: Any = None,
+        pooling_task: str | None = None,
+        tokenization_kwargs: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         priority: int = 0,
     ) -> list[PoolingRequestOutput]:
-        """vLLM's ``encode``: a ``{"data": ...}`` prompt goes through the plugin."""
+        """vLLM's ``LLM.encode`` signature and semantics.
+
+        A dict prompt with ``"data"`` goes through the plugin, as vLLM does: an E1 plugin's
+        ``parse_request`` gets the whole prompt dict, an E2/E3 plugin's ``parse_data`` gets
+        its ``data``; ``pooling_params`` go through the plugin's params hook. Other prompts
+        are encoded directly, with ``pooling_task`` as the params' task (the pooler).
+        ``truncate_prompt_tokens`` (or ``tokenization_kwargs={"truncation": True,
+        "max_length": N}``) cuts text prompts to N tokens. ``use_tqdm`` is accepted and
+        ignored (no progress bar); ``lora_request`` is refused (no adapters here).
+        """
+        if lora_request is not None:
+            raise ValueError("LoRA adapters are not supported by poolstream (lora_request must be None)")
+        if isinstance(pooling_params, Sequence):
+            if len({id(p) for p in pooling_params}) > 1:
+                raise ValueError("poolstream takes one PoolingParams for all prompts of a call")
+            pooling_params = pooling_params[0] if pooling_params else None
+        limit = _truncation(truncate_prompt_tokens, tokenization_kwargs)
+        if limit is not None:
+            pooling_params = (pooling_params or PoolingParams()).clone(truncate_prompt_tokens=limit)
         if isinstance(prompts, Mapping) and "data" in prompts:
-            data = cast(Mapping[str, Any], prompts)["data"]
-            if data is None:
+            data_prompt = cast(Mapping[str, Any], prompts)
+            if pooling_task not in (None, "plugin"):
+                raise ValueError(
+                    f"A prompt with 'data' is a plugin request: pooling_task must be 'plugin', got {pooling_task!r}"
+                )
+            if data_prompt["data"] is None:
                 raise ValueError(
                     "The 'data' field of the prompt is expected to contain the prompt data and it "
                     "cannot be None."
                 )
-            result = await self._run_plugin(data, request_id, priority, pooling_params)
+            result = await self._run_plugin(
+                data_prompt["data"], request_id, priority, pooling_params, whole_request=dict(data_prompt)
+            )
             return [
                 PoolingRequestOutput(
                     request_id=result.response.request_id or "",
@@ -141,6 +181,9 @@ class AsyncLLM:
                 )
             ]
         prompt_list = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
+        prompt_list = [normalize_prompt(p) for p in prompt_list]  # vLLM 0.15+'s nested multimodal layout
+        if pooling_task is not None and pooling_task != "plugin":
+            pooling_params = (pooling_params or PoolingParams()).clone(task=pooling_task)
         ctx = CallContext(request_id=request_id or f"pool-{uuid.uuid4().hex}", priority=priority)
         results: list[PoolingRequestOutput | None] = [None] * len(prompt_list)
         async for r in self.core.run_encode(prompt_list, pooling_params, ctx):
@@ -196,7 +239,9 @@ class LLM:
     def config(self) -> PoolstreamConfig:
         return self._llm.config
 
-    def encode(self, prompts: Any, pooling_params: PoolingParams | None = None, **kwargs: Any):
+    def encode(self, prompts: Any, pooling_params: Any = None, **kwargs: Any) -> list[PoolingRequestOutput]:
+        """vLLM's ``LLM.encode`` (``pooling_task``, ``use_tqdm``, ``truncate_prompt_tokens``,
+        ``tokenization_kwargs``, ``lora_request``); see ``AsyncLLM.encode``."""
         return self._run(self._llm.encode(prompts, pooling_params, **kwargs))
 
     def process(self, data: Any, **kwargs: Any) -> IOProcessorResponse:

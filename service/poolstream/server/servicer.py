@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from poolstream import scoring
-from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
+from poolstream.plugins.io_processors.pipeline import PipelineResult, PluginFailedError, monotonic_deadline
 from poolstream.server import convert
 from poolstream.server.errors import abort, invalid_argument, to_status_proto
 from poolstream.server.info import server_info
@@ -42,11 +42,14 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
             try:
                 data, params = self._plugin_input(request)
                 result = await core.run_process(data, params, ctx)
+                # Encoding the response is part of the call: a plugin value that cannot
+                # be encoded is the plugin's failure (INTERNAL with details), never UNKNOWN.
+                return _process_response(result)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 await abort(context, e)
-            return _process_response(result)
+                raise  # abort() never returns
         finally:
             core.end()
 
@@ -81,6 +84,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                     elif isinstance(event, PromptsReady):
                         yield pb.ProcessStreamResponse(progress=pb.ProcessProgress(completed=0, total=event.total))
                     elif isinstance(event, CallResult):
+                        # Encoded inside the try: a value that cannot be encoded is the plugin's failure.
                         yield pb.ProcessStreamResponse(result=_process_response(event.result))
             except asyncio.CancelledError:
                 raise
@@ -232,9 +236,13 @@ def _params_or_none(request: Any) -> Any:
 def _process_response(result: PipelineResult) -> pb.ProcessResponse:
     created = timestamp_pb2.Timestamp()
     created.FromSeconds(int(result.response.created_at or time.time()))
+    try:
+        data = convert.payload_to_proto(result.response.data)
+    except Exception as e:  # the pipeline made it JSON-able; what still fails is the plugin's value
+        raise PluginFailedError("output_to_response", e) from e
     return pb.ProcessResponse(
         request_id=result.response.request_id or "",
         created_at=created,
-        data=convert.payload_to_proto(result.response.data),
+        data=data,
         usage=pb.Usage(prompt_count=result.prompt_count, prompt_tokens=result.prompt_tokens),
     )

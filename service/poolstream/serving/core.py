@@ -206,11 +206,14 @@ class ServingCore:
         ctx: CallContext,
         observer: Any = None,
         on_prompt_count: Any = None,
+        whole_request: Any = None,
     ) -> PipelineResult:
         """The plugin pipeline for an admitted call, under the plugin watchdog.
 
         ``observer(index, output, completed, total)`` sees each output as the plugin takes
-        it, ``on_prompt_count(n)`` the prompt count once pre-processing ends."""
+        it, ``on_prompt_count(n)`` the prompt count once pre-processing ends; ``whole_request``
+        is what an E1 plugin's ``parse_request`` gets instead of the request (vLLM's offline
+        ``LLM.encode`` passes the whole prompt dict)."""
         pipeline = self.ready_pipeline()
         request = IOProcessorRequest(
             data=data, model=self.config.model_config.name, priority=ctx.priority, params=params)
@@ -228,7 +231,7 @@ class ServingCore:
             return await run_plugin_guarded(
                 lambda obs, count: pipeline.run(
                     request, request_id=ctx.request_id, deadline=ctx.deadline, observer=obs,
-                    on_prompt_count=count, submit=submit),
+                    on_prompt_count=count, submit=submit, whole_request=whole_request),
                 record,
                 observer,
                 on_prompt_count,
