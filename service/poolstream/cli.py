@@ -36,6 +36,9 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-threads", type=int, default=d_engine.num_threads,
                    help="torch intra-op threads of the engine (0: one per core, capped by the CPU "
                    "affinity and a cgroup CPU quota); other threads use one")
+    g.add_argument("--model-backend", choices=["auto", "native", "transformers"], default=d_engine.model_backend,
+                   help="auto: poolstream's native implementation when it has one, else transformers "
+                   "(needs poolstream[transformers]; slower); transformers: always")
     g.add_argument("--no-cpu-side-lane", dest="cpu_side_lane", action="store_false",
                    help="CPU: never run a second batch beside the core thread's under load")
     g.add_argument("--allowed-local-media-path", default=None,
@@ -123,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
             max_queued_prompts=args.max_queued_prompts,
             num_threads=args.num_threads,
             cpu_side_lane=args.cpu_side_lane,
+            model_backend=args.model_backend,
         ),
         limits=LimitsConfig(
             max_receive_message_bytes=args.max_receive_message_bytes,

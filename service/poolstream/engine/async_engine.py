@@ -47,7 +47,7 @@ from poolstream.engine.scheduler import Scheduler
 from poolstream.engine.stats import EngineStats, StatsTracker
 from poolstream.inputs import PromptType
 from poolstream.models.model_dir import read_model_dir
-from poolstream.models.registry import resolve_model_class
+from poolstream.models.transformers_backend import select_model_class
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.pooling_params import PoolingParams
 
@@ -127,7 +127,7 @@ class AsyncEngine:
         """Load the model (blocking: seconds; run it in a thread from async code)."""
         mcfg, ecfg = config.model_config, config.engine_config
         mdir = read_model_dir(mcfg.model)
-        model_cls = resolve_model_class(mdir.architecture)
+        model_cls = select_model_class(mdir.architecture, ecfg.model_backend)
         device = resolve_device(ecfg.device)
         dtype = resolve_dtype(ecfg.dtype, device)
         threads = engine_threads(ecfg.num_threads)
