@@ -34,7 +34,7 @@ from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorRespo
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.interface import IOProcessor
 from poolstream.pooling_params import PoolingParams
-from poolstream.utils import merge_async_iterators
+from poolstream.utils import merge_async_iterators, merge_async_iterators_as_added
 
 
 class PayloadError(ValueError):
@@ -130,14 +130,20 @@ class PluginPipeline:
             raise PayloadError(str(e)) from e
         except Exception as e:
             raise PluginFailedError("pre_process", e) from e
-        prompt_list = _as_prompt_list(prompts)
-        if len(prompt_list) > self.max_prompts:
+        # A plugin may stream its prompts (an async iterable with a len(), e.g. windows handed
+        # out while the input decodes): they are submitted as they come.
+        streamed = _is_prompt_stream(prompts)
+        prompt_list = [] if streamed else _as_prompt_list(prompts)
+        total = len(prompts) if streamed else len(prompt_list)
+        if total > self.max_prompts:
+            if streamed:
+                await _close_stream(prompts)
             raise TooManyPromptsError(
-                f"The plugin produced {len(prompt_list)} prompts; this server allows at most "
+                f"The plugin produced {total} prompts; this server allows at most "
                 f"{self.max_prompts} per request (--max-prompts-per-request)."
             )
         if on_prompt_count is not None:
-            on_prompt_count(len(prompt_list))
+            on_prompt_count(total)
 
         # 2. Params.
         try:
@@ -146,17 +152,24 @@ class PluginPipeline:
             else:
                 params = proc.validate_or_generate_params(request.params)
         except (ValueError, TypeError) as e:
+            if streamed:
+                await _close_stream(prompts)
             raise PayloadError(str(e)) from e
 
-        # 3. Submit everything at once.
-        sub_ids = [f"{request_id}-{i}" for i in range(len(prompt_list))]
-        streams = [
-            self.engine.encode(p, params, sid, priority=request.priority, deadline=deadline)
-            for p, sid in zip(prompt_list, sub_ids)
-        ]
-        merged = merge_async_iterators(*streams) if streams else _empty()
+        # 3. Submit everything at once (a stream: each prompt as soon as the plugin yields it).
+        sub_ids = [f"{request_id}-{i}" for i in range(total)]
+        merged: AsyncIterator[tuple[int, PoolingRequestOutput]]
+        if streamed:
+            merged = merge_async_iterators_as_added(
+                self._submit_streamed(prompts, sub_ids, params, request.priority, deadline))
+        else:
+            streams = [
+                self.engine.encode(p, params, sid, priority=request.priority, deadline=deadline)
+                for p, sid in zip(prompt_list, sub_ids)
+            ]
+            merged = merge_async_iterators(*streams) if streams else _empty()
         stats = {"completed": 0, "tokens": 0}
-        tapped = self._tap(merged, len(prompt_list), stats, observer)
+        tapped = self._tap(merged, total, stats, observer)
 
         # 4. Post-process while the engine runs.
         try:
@@ -194,7 +207,24 @@ class PluginPipeline:
             response = IOProcessorResponse(data=response)
         if not response.request_id:
             response.request_id = request_id
-        return PipelineResult(output, response, len(prompt_list), stats["tokens"])
+        return PipelineResult(output, response, total, stats["tokens"])
+
+    async def _submit_streamed(
+        self, prompts: Any, sub_ids: list[str], params: PoolingParams, priority: int, deadline: float | None,
+    ) -> AsyncIterator[AsyncIterator[PoolingRequestOutput]]:
+        it = prompts.__aiter__()
+        try:
+            i = 0
+            async for prompt in it:
+                if i >= len(sub_ids):
+                    raise TooManyPromptsError(f"the plugin's prompt stream yielded more than the {len(sub_ids)} "
+                                              "prompts its len() announced")
+                yield self.engine.encode(prompt, params, sub_ids[i], priority=priority, deadline=deadline)
+                i += 1
+        except (ValueError, TypeError) as e:  # e.g. a corrupt strip found while decoding
+            raise PayloadError(str(e)) from e
+        finally:
+            await _close_stream(it)
 
     @staticmethod
     async def _tap(
@@ -226,6 +256,18 @@ def _accepts_kwarg(func: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _is_prompt_stream(prompts: Any) -> bool:
+    return hasattr(prompts, "__aiter__") and hasattr(prompts, "__len__") and not isinstance(prompts, Sequence)
+
+
+async def _close_stream(stream: Any) -> None:
+    for name in ("aclose", "stop"):
+        close = getattr(stream, name, None)
+        if close is not None:
+            await close()
+            return
 
 
 def _as_prompt_list(prompts: Any) -> list[Any]:
