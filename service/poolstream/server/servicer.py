@@ -12,10 +12,11 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from poolstream import scoring
 from poolstream.engine.errors import jittered_retry_delay
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.outputs import PoolingRequestOutput
-from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
+from poolstream.plugins.io_processors.pipeline import PipelineResult, PluginFailedError, monotonic_deadline
 from poolstream.server import convert
 from poolstream.server.errors import (
     ServiceError,
@@ -52,11 +53,13 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         try:
             try:
                 result = await self._run_plugin(request, context)
+                # Encoding the response is part of the call: a plugin value that cannot
+                # be encoded is the plugin's failure (INTERNAL with details), never UNKNOWN.
+                return _process_response(result)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 await abort(context, e)
-            return _process_response(result)
         finally:
             self.state.active_calls -= 1
 
@@ -97,7 +100,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
             try:
                 while (event := await events.get()) is not None:
                     yield event
-                result = task.result()
+                final = pb.ProcessStreamResponse(result=_process_response(task.result()))
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -107,7 +110,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
-            yield pb.ProcessStreamResponse(result=_process_response(result))
+            yield final
         finally:
             self.state.active_calls -= 1
 
@@ -223,6 +226,43 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         except Exception as e:
             return _prompt_error(index, e)
 
+    # -- Rerank ------------------------------------------------------------
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:
+        """TEI-style rerank over the transport-neutral ``poolstream.scoring.rerank``."""
+        await self._admit_call(context)
+        try:
+            try:
+                engine = self._engine()
+                limits = self.state.config.limits
+                if not request.documents:
+                    raise invalid_argument("INVALID_PROMPT", "at least one document is required", "documents")
+                if len(request.documents) > limits.max_prompts_per_request:
+                    raise invalid_argument(
+                        "TOO_MANY_PROMPTS",
+                        f"{len(request.documents)} documents; at most {limits.max_prompts_per_request} per request",
+                        "documents")
+                if request.HasField("top_n") and request.top_n < 1:
+                    raise invalid_argument("INVALID_PARAMS", "top_n must be >= 1", "top_n")
+                request_id = _request_id(request.request_id, context)
+                result = await scoring.rerank(
+                    engine, request.query, list(request.documents), request_id=request_id,
+                    priority=request.priority, deadline=monotonic_deadline(context.time_remaining()),
+                    raw_scores=request.raw_scores, return_text=request.return_text,
+                    truncate=request.truncate if request.HasField("truncate") else None,
+                    top_n=request.top_n if request.HasField("top_n") else None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                await abort(context, e)
+            return pb.RerankResponse(
+                request_id=request_id,
+                results=[pb.RerankResult(index=r.index, score=r.score, text=r.text, truncated=r.truncated)
+                         for r in result.results],
+                usage=pb.Usage(prompt_count=len(request.documents), prompt_tokens=result.prompt_tokens),
+                method=result.method)
+        finally:
+            self.state.active_calls -= 1
+
     # -- GetServerInfo -----------------------------------------------------
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
@@ -335,9 +375,13 @@ def _request_id(client_id: str, context: grpc.aio.ServicerContext) -> str:
 def _process_response(result: PipelineResult) -> pb.ProcessResponse:
     created = timestamp_pb2.Timestamp()
     created.FromSeconds(int(result.response.created_at or time.time()))
+    try:
+        data = convert.payload_to_proto(result.response.data)
+    except Exception as e:  # the pipeline made it JSON-able; what still fails is the plugin's value
+        raise PluginFailedError("output_to_response", e) from e
     return pb.ProcessResponse(
         request_id=result.response.request_id or "",
         created_at=created,
-        data=convert.payload_to_proto(result.response.data),
+        data=data,
         usage=pb.Usage(prompt_count=result.prompt_count, prompt_tokens=result.prompt_tokens),
     )
