@@ -166,7 +166,9 @@ class PluginPipeline:
                 )
             except (ValueError, TypeError) as e:
                 raise PayloadError(str(e)) from e
-            except Exception as e:
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except BaseException as e:  # SystemExit & co. from a plugin are its failure too
                 raise PluginFailedError("pre_process", e) from e
             try:
                 raw_params = await self._sync(
@@ -224,14 +226,16 @@ class PluginPipeline:
                     collected = [pair async for pair in tapped]
                     collected.sort(key=lambda pair: pair[0])
                     outputs = [o for _, o in collected]
-                    output = await self._sync(proc.post_process, outputs, request_id=request_id, **post_kwargs)
+                    output = await self._sync(
+                        _plugin_call, "post_process", proc.post_process, outputs, request_id=request_id, **post_kwargs
+                    )
                 else:
                     output = await proc.post_process_async(model_output=tapped, request_id=request_id, **post_kwargs)
             except _EngineFailure as e:
                 raise e.cause from None
-            except (asyncio.CancelledError, KeyboardInterrupt):
+            except (asyncio.CancelledError, KeyboardInterrupt, PluginFailedError):
                 raise
-            except Exception as e:
+            except BaseException as e:
                 if isinstance(e.__context__, _EngineFailure):
                     raise e.__context__.cause from None
                 raise PluginFailedError("post_process", e) from e
@@ -245,7 +249,7 @@ class PluginPipeline:
             try:
                 response = proc.output_to_response(output)
                 return normalize_response(response, request_id, tuple(getattr(proc, "output_types", ()) or ()))
-            except Exception as e:
+            except BaseException as e:  # runs in a worker thread: nothing here is a signal
                 raise PluginFailedError("output_to_response", e) from e
 
         response = await self._sync(respond)
@@ -321,7 +325,19 @@ def _stage(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return func(*args, **kwargs)
     except (ValueError, TypeError) as e:
         raise PayloadError(str(e)) from e
-    except Exception as e:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:  # SystemExit, KeyboardInterrupt & co. raised by the plugin's code
+        raise PluginFailedError(stage, e) from e
+
+
+def _plugin_call(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a hook in a worker thread where anything it raises is the plugin's failure."""
+    try:
+        return func(*args, **kwargs)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:
         raise PluginFailedError(stage, e) from e
 
 
