@@ -22,7 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	poolstreamv1 "poolstream.dev/clients/go/gen/poolstream/v1"
+	poolstreamv1 "github.com/poolstream/poolstream/clients/go/gen/poolstream/v1"
 )
 
 func main() {

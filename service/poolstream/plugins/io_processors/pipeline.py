@@ -170,32 +170,51 @@ class PluginPipeline:
                 )
             except (ValueError, TypeError) as e:
                 raise PayloadError(str(e)) from e
-            except Exception as e:
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except BaseException as e:  # SystemExit & co. from a plugin are its failure too
                 raise PluginFailedError("pre_process", e) from e
-            raw_params = await self._sync(
-                _stage, "params", hooks.params, proc, request.params, request=raw, parsed_request=parsed
-            )
-            params = _checked_params(raw_params)
+            try:
+                raw_params = await self._sync(
+                    _stage, "params", hooks.params, proc, request.params, request=raw, parsed_request=parsed
+                )
+                params = _checked_params(raw_params)
+            except BaseException:
+                if _is_prompt_stream(prompts):
+                    await _close_stream(prompts)
+                raise
+        # A plugin may stream its prompts (an async iterable with a len(), e.g. windows handed
+        # out while its input decodes): they are submitted as they come (the len() is checked
+        # against the limit and reported up front).
+        streamed = _is_prompt_stream(prompts)
         try:
             # A prompt of the wrong shape is the plugin's bug, not the client's payload.
-            prompt_list = [normalize_prompt(p) for p in _as_prompt_list(prompts)]
+            prompt_list = [] if streamed else [normalize_prompt(p) for p in _as_prompt_list(prompts)]
             for prompt in prompt_list:
                 prompt_kind(prompt)
         except (ValueError, TypeError) as e:
             raise PluginFailedError("pre_process", e) from e
-        if len(prompt_list) > self.max_prompts:
+        total = len(prompts) if streamed else len(prompt_list)
+        if total > self.max_prompts:
+            if streamed:
+                await _close_stream(prompts)
             raise TooManyPromptsError(
-                f"The plugin produced {len(prompt_list)} prompts; this server allows at most "
+                f"The plugin produced {total} prompts; this server allows at most "
                 f"{self.max_prompts} per request (--max-prompts-per-request)."
             )
         if on_prompt_count is not None:
-            on_prompt_count(len(prompt_list))
+            on_prompt_count(total)
 
-        # 3. Submit everything at once (prompt i runs as f"{request_id}-{i}").
-        group = (submit or self.engine.submit_group)(
-            prompt_list, params, request_id, request.priority, deadline)
+        # 3. Submit everything at once (prompt i runs as f"{request_id}-{i}"); a prompt
+        # stream is submitted prompt by prompt, each as soon as the plugin yields it.
+        submit_group = submit or self.engine.submit_group
+        group: Any
+        if streamed:
+            group = _StreamGroup(prompts, submit_group, params, request_id, request.priority, deadline, total)
+        else:
+            group = submit_group(prompt_list, params, request_id, request.priority, deadline)
         stats = {"completed": 0, "tokens": 0}
-        tapped = self._tap(group, len(prompt_list), stats, observer)
+        tapped = self._tap(group, total, stats, observer)
         post_kwargs = hooks.extra(
             "post_process" if hooks.default_post else "post_process_async", request=raw, parsed_request=parsed
         )
@@ -207,14 +226,16 @@ class PluginPipeline:
                     collected = [pair async for pair in tapped]
                     collected.sort(key=lambda pair: pair[0])
                     outputs = [o for _, o in collected]
-                    output = await self._sync(proc.post_process, outputs, request_id=request_id, **post_kwargs)
+                    output = await self._sync(
+                        _plugin_call, "post_process", proc.post_process, outputs, request_id=request_id, **post_kwargs
+                    )
                 else:
                     output = await proc.post_process_async(model_output=tapped, request_id=request_id, **post_kwargs)
             except _EngineFailure as e:
                 raise e.cause from None
-            except (asyncio.CancelledError, KeyboardInterrupt):
+            except (asyncio.CancelledError, KeyboardInterrupt, PluginFailedError):
                 raise
-            except Exception as e:
+            except BaseException as e:
                 if isinstance(e.__context__, _EngineFailure):
                     raise e.__context__.cause from None
                 raise PluginFailedError("post_process", e) from e
@@ -227,11 +248,11 @@ class PluginPipeline:
             try:
                 response = proc.output_to_response(output)
                 return normalize_response(response, request_id, tuple(getattr(proc, "output_types", ()) or ()))
-            except Exception as e:
+            except BaseException as e:  # runs in a worker thread: nothing here is a signal
                 raise PluginFailedError("output_to_response", e) from e
 
         response = await self._sync(respond)
-        return PipelineResult(output, response, len(prompt_list), stats["tokens"])
+        return PipelineResult(output, response, total, stats["tokens"])
 
     async def _sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a sync hook in a worker thread; one at a time unless the plugin allows more."""
@@ -267,6 +288,89 @@ class PluginPipeline:
             yield index, output
 
 
+class _StreamGroup:
+    """A prompt group over a plugin's prompt stream (engine/group.py's contract): each prompt
+    is submitted, as a group of one, when the plugin yields it; results in completion order.
+    A stream that refuses its input reports PayloadError as a result (the payload's fault);
+    ``close()`` stops the stream and aborts every prompt not finished."""
+
+    def __init__(self, prompts: Any, submit: Any, params: PoolingParams | None, request_id: str, priority: int,
+                 deadline: float | None, total: int):
+        self.size = total
+        self._left = total
+        self._queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        self._arrivals: list[float] = []
+        self._groups: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._feeder = asyncio.ensure_future(self._feed(prompts, submit, params, request_id, priority, deadline))
+
+    async def _feed(self, prompts: Any, submit: Any, params: Any, request_id: str, priority: int,
+                    deadline: float | None) -> None:
+        it = prompts.__aiter__()
+        i = 0
+        try:
+            async for prompt in it:
+                if i >= self.size:
+                    raise PluginFailedError("pre_process", RuntimeError(
+                        f"the plugin's prompt stream yielded more than the {self.size} prompts its len() announced"))
+                try:
+                    prompt = normalize_prompt(prompt)
+                    prompt_kind(prompt)
+                except (ValueError, TypeError) as e:
+                    raise PluginFailedError("pre_process", e) from e
+                group = submit([prompt], params, f"{request_id}-{i}", priority, deadline)
+                self._groups.append(group)
+                self._tasks.append(asyncio.ensure_future(self._drain(i, f"{request_id}-{i}", group)))
+                i += 1
+        except asyncio.CancelledError:
+            raise
+        except (ValueError, TypeError) as e:  # the plugin's stream refused its input (e.g. a corrupt strip)
+            self._put(i, PayloadError(str(e)))
+        except BaseException as e:
+            self._put(i, e)
+        finally:
+            await _close_stream(it)
+
+    async def _drain(self, index: int, name: str, group: Any) -> None:
+        async for _, result in group:
+            if not isinstance(result, BaseException):
+                result.request_id = name  # the engine ran it as a group of one
+            self._put(index, result)
+
+    def _put(self, index: int, result: Any) -> None:
+        self._arrivals.append(time.monotonic())
+        self._queue.put_nowait((index, result))
+
+    def __aiter__(self) -> "_StreamGroup":
+        return self
+
+    async def __anext__(self) -> tuple[int, Any]:
+        if self._left <= 0:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        self._arrivals.pop(0)
+        self._left -= 1
+        if isinstance(item[1], BaseException) and not isinstance(item[1], Exception):
+            raise item[1]
+        return item
+
+    def track_arrivals(self) -> None:
+        return None
+
+    def pending_since(self) -> float | None:
+        return self._arrivals[0] if self._arrivals else None
+
+    def outstanding(self) -> int:
+        return max(0, self._left - self._queue.qsize())
+
+    def close(self) -> None:
+        self._feeder.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for group in self._groups:
+            group.close()
+
+
 def _stage(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a parse/pre-process/params hook: ValueError/TypeError (pydantic's
     ValidationError included) are the payload's fault, anything else the plugin's."""
@@ -274,7 +378,19 @@ def _stage(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return func(*args, **kwargs)
     except (ValueError, TypeError) as e:
         raise PayloadError(str(e)) from e
-    except Exception as e:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:  # SystemExit, KeyboardInterrupt & co. raised by the plugin's code
+        raise PluginFailedError(stage, e) from e
+
+
+def _plugin_call(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a hook in a worker thread where anything it raises is the plugin's failure."""
+    try:
+        return func(*args, **kwargs)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:
         raise PluginFailedError(stage, e) from e
 
 
@@ -306,6 +422,18 @@ def normalize_prompt(prompt: Any) -> Any:
                 raise ValueError(f"multi_modal_data names {name!r} twice")
             flat[name] = value
     return {**prompt, "multi_modal_data": flat}
+
+
+def _is_prompt_stream(prompts: Any) -> bool:
+    return hasattr(prompts, "__aiter__") and hasattr(prompts, "__len__") and not isinstance(prompts, Sequence)
+
+
+async def _close_stream(stream: Any) -> None:
+    for name in ("aclose", "stop"):
+        close = getattr(stream, name, None)
+        if close is not None:
+            await close()
+            return
 
 
 def _as_prompt_list(prompts: Any) -> list[Any]:

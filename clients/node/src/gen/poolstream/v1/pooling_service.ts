@@ -21,6 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
+import { Struct } from "../../google/protobuf/struct";
 import { Timestamp } from "../../google/protobuf/timestamp";
 import { Status } from "../../google/rpc/status";
 import { PluginPayload } from "./payload";
@@ -460,6 +461,14 @@ export interface PluginInfo {
   outputTypes: string[];
   /** Media types the plugin accepts as a raw payload. */
   inputMediaTypes: string[];
+  /**
+   * What the plugin says about its inputs for the loaded model, as the
+   * plugin defines it (its `info()`); unset when it says nothing. The
+   * `geotiff_segmentation` plugin lists here the bands the model expects:
+   * `{"input_bands": [{"name", "aliases", "units", "scale", "offset",
+   * "valid_range"}, ...], "conversion_rules": [...]}`.
+   */
+  details: { [key: string]: any } | undefined;
 }
 
 /** Limits are the server's configured bounds. */
@@ -2924,7 +2933,16 @@ export const ModelInfo: MessageFns<ModelInfo> = {
 };
 
 function createBasePluginInfo(): PluginInfo {
-  return { name: "", source: 0, className: "", available: [], inputTypes: [], outputTypes: [], inputMediaTypes: [] };
+  return {
+    name: "",
+    source: 0,
+    className: "",
+    available: [],
+    inputTypes: [],
+    outputTypes: [],
+    inputMediaTypes: [],
+    details: undefined,
+  };
 }
 
 export const PluginInfo: MessageFns<PluginInfo> = {
@@ -2949,6 +2967,9 @@ export const PluginInfo: MessageFns<PluginInfo> = {
     }
     for (const v of message.inputMediaTypes) {
       writer.uint32(58).string(v!);
+    }
+    if (message.details !== undefined) {
+      Struct.encode(Struct.wrap(message.details), writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -3022,6 +3043,14 @@ export const PluginInfo: MessageFns<PluginInfo> = {
             message.inputMediaTypes.push(reader.string());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.details = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3061,6 +3090,7 @@ export const PluginInfo: MessageFns<PluginInfo> = {
         : globalThis.Array.isArray(object?.input_media_types)
         ? object.input_media_types.map((e: any) => globalThis.String(e))
         : [],
+      details: isObject(object.details) ? object.details : undefined,
     };
   },
 
@@ -3087,6 +3117,9 @@ export const PluginInfo: MessageFns<PluginInfo> = {
     if (message.inputMediaTypes?.length) {
       obj.inputMediaTypes = message.inputMediaTypes;
     }
+    if (message.details !== undefined) {
+      obj.details = message.details;
+    }
     return obj;
   },
 
@@ -3102,6 +3135,7 @@ export const PluginInfo: MessageFns<PluginInfo> = {
     message.inputTypes = object.inputTypes?.map((e) => e) || [];
     message.outputTypes = object.outputTypes?.map((e) => e) || [];
     message.inputMediaTypes = object.inputMediaTypes?.map((e) => e) || [];
+    message.details = object.details ?? undefined;
     return message;
   },
 };
@@ -3814,6 +3848,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {
