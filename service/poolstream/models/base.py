@@ -238,16 +238,22 @@ class TextEncoderModel(PoolingModel):
         raise NotImplementedError(f"{type(self).__name__} does not implement task {task!r}")
 
     def _splade(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """SPLADE max pooling: max over real tokens of log(1 + relu(MLM logits)) -> [b, vocab].
+        """SPLADE pooling over real tokens of log(1 + relu(MLM logits)) -> [b, vocab].
 
-        One prompt at a time and on its real tokens only: the [tokens, vocab]
-        logits of a whole batch would be gigabytes (16k tokens x 30k terms).
+        ``self.splade`` (the SparseEncoder's SpladePooling config, ModelDirConfig.splade):
+        max (default) or sum over tokens; activation relu (default) or log1p_relu (one
+        more log1p, OpenSearch's models). One prompt at a time and on its real tokens
+        only: the [tokens, vocab] logits of a whole batch would be gigabytes (16k tokens
+        x 30k terms).
         """
+        strategy, act = getattr(self, "splade", None) or ("max", "relu")
         lens = attention_mask.sum(dim=1).tolist()
         rows = []
         for i, n in enumerate(lens):
-            logits = self.mlm_logits(hidden[i, : int(n)]).float()
-            rows.append(torch.log1p(torch.relu(logits)).amax(dim=0))
+            x = torch.log1p(torch.relu(self.mlm_logits(hidden[i, : int(n)]).float()))
+            if act == "log1p_relu":
+                x = torch.log1p(x)
+            rows.append(x.amax(dim=0) if strategy == "max" else x.sum(dim=0))
         return torch.stack(rows)
 
 
