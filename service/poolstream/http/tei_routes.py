@@ -50,7 +50,7 @@ async def embed(request: Request, body: TEIEmbedRequest) -> Response:
         params = embed_params(dimensions=body.dimensions, normalize=body.normalize, truncate=body.truncate,
                               prompt_name=body.prompt_name)
         outputs = await run_embeddings(request, prompts, params, "inputs")
-        return json_response([vector(o).tolist() for o in outputs])
+        return json_response([vector(o).numpy() for o in outputs])
 
     return await guarded(ErrorStyle.TEI, work)
 
