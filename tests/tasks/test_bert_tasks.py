@@ -129,8 +129,15 @@ async def test_token_embed_matches_transformers(tmp_path):
         _close(r.outputs.data, hidden[i, :n, :16])
 
 
-async def test_splade_matches_masked_lm_reference(tmp_path):
+@pytest.mark.parametrize("chunk_tokens", [None, 7])
+async def test_splade_matches_masked_lm_reference(tmp_path, monkeypatch, chunk_tokens):
+    """SPLADE against transformers' MaskedLM; chunk_tokens=7: the MLM head runs 7 tokens at a
+    time, so chunks split prompts and hold several (the engine's memory bound)."""
     from transformers import AutoModelForMaskedLM
+
+    import poolstream.models.base as base
+    if chunk_tokens:
+        monkeypatch.setattr(base, "_SPLADE_CHUNK_ELEMENTS", chunk_tokens * 30522)
 
     path = build_bert(tmp_path, "BertForMaskedLM", max_len=MAX_LEN)
     (path / "modules.json").write_text(json.dumps([
