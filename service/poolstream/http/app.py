@@ -102,8 +102,11 @@ class HttpFrontDoor:
     """uvicorn on the running event loop, on its own socket (port 0 picks one)."""
 
     def __init__(self, asgi_app: Any, host: str, port: int, tls: TLSConfig | None = None,
-                 grace_period_s: float = 30.0):
+                 grace_period_s: float = 30.0, reuse_port: bool = False):
         self.host = host
+        # Several front-end processes may serve one HTTP port (SO_REUSEPORT: the kernel spreads
+        # connections across them), as they do the gRPC port.
+        self.reuse_port = reuse_port
         self.requested_port = port
         self.port = 0
         kwargs: dict[str, Any] = {}
@@ -131,6 +134,8 @@ class HttpFrontDoor:
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((self.host, self.requested_port))
         except OSError as e:

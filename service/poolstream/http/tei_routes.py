@@ -105,8 +105,10 @@ async def predict(request: Request, body: TEIPredictRequest) -> Response:
         prompts, single = predict_prompts(body.inputs)
         rows, labels, _ = await classify_prompts(request, prompts, 0, "predict", "inputs",
                                                  activation=not body.raw_scores, truncate=body.truncate)
-        answers = [sorted(({"score": float(v), "label": labels[j]} for j, v in enumerate(row.tolist())),
-                          key=lambda p: p["score"], reverse=True) for row in rows]
+        answers = []
+        for row in rows:
+            ranked = sorted(enumerate(row.tolist()), key=lambda jv: jv[1], reverse=True)
+            answers.append([{"score": float(v), "label": labels[j]} for j, v in ranked])
         return json_response(answers[0] if single else answers)
 
     return await guarded(ErrorStyle.TEI, work)
