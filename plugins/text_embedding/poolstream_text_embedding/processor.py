@@ -204,12 +204,19 @@ def _from_raw(raw: RawPayload) -> Any:
         raise ValueError(f"raw payload is not UTF-8: {e}") from e
     if media in ("application/json", ""):
         try:
-            return json.loads(text)
+            return json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise ValueError(f"raw payload is not valid JSON: {e}") from e
+        except RecursionError:
+            raise ValueError("raw payload is nested too deeply to parse") from None
     if media == "text/plain":
         return {"texts": [line for line in text.splitlines() if line.strip()]}
     raise ValueError(f"unsupported media type {raw.media_type!r}; use application/json or text/plain")
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which are not JSON (RFC 8259).
+    raise ValueError(f"raw payload is not valid JSON: {name} is not a JSON number")
 
 
 def _opt_bool(data: dict, key: str) -> bool | None:

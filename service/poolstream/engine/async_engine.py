@@ -73,6 +73,10 @@ class ModelInfo:
     compute_dtype: torch.dtype
     tensor_inputs: tuple[str, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    # Characters per token of the text cut, and the prefix first tried for a text at
+    # max_model_len tokens (engine/text_cut.py); 0 for a model without a tokenizer.
+    text_chars_per_token: int = 0
+    text_cut_chars: int = 0
 
 
 def _padding_policy(device_type: str) -> dict[str, float]:
@@ -139,13 +143,14 @@ class AsyncEngine:
         model, spec = runner.model, runner.spec
         tokenizer = load_tokenizer(mdir.tokenizer_file) if spec.max_model_len > 0 else None
         vocab = int(spec.extra.get("vocab_size") or mcfg.hf_config.get("vocab_size") or 2**31 - 1)
-        processor = InputProcessor(model, spec, tokenizer, vocab)
+        processor = InputProcessor(model, spec, tokenizer, vocab, config.limits)
         info = ModelInfo(
             name=mcfg.name, path=mcfg.model, architecture=mdir.architecture,
             output_shape=tuple(spec.output_shape), output_dtype=torch.float32,
             max_model_len=spec.max_model_len, pooling=spec.pooling, normalize=spec.normalize,
             device=str(device), compute_dtype=dtype, tensor_inputs=tuple(spec.tensor_inputs),
             extra=dict(spec.extra),
+            text_chars_per_token=processor.chars_per_token, text_cut_chars=processor.text_cut_chars(),
         )
         logger.info("loaded %s (%s) on %s/%s in %.2fs; %d torch threads", info.name, info.architecture,
                     info.device, dtype, time.monotonic() - t0, threads)

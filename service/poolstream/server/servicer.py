@@ -16,6 +16,7 @@ from poolstream.engine.errors import jittered_retry_delay
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
+from poolstream.prompt_costs import check_request_costs, proto_prompt_totals
 from poolstream.server import convert
 from poolstream.server.errors import (
     ServiceError,
@@ -163,6 +164,8 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                     "prompts",
                 )
             params = convert.params_from_proto(_params_or_none(request), task="encode")
+            # Per-request cost caps, on the wire message's lengths: nothing decoded yet.
+            check_request_costs(*proto_prompt_totals(request.prompts), limits)
         except Exception as e:
             await abort(context, e)
         request_id = _request_id(request.request_id, context)
@@ -244,7 +247,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                 [("data", "too large")],
             )
         io_request = IOProcessorRequest(
-            data=convert.payload_from_proto(request.data),
+            data=convert.payload_from_proto(request.data, allow_non_finite=limits.allow_non_finite_inputs),
             model=self.state.config.model_config.name,
             priority=request.priority,
             params=convert.params_from_proto(_params_or_none(request), task="plugin"),

@@ -30,10 +30,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from poolstream.config import LimitsConfig
 from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.interface import IOProcessor
 from poolstream.pooling_params import PoolingParams
+from poolstream.prompt_costs import check_prompt_list
 from poolstream.utils import merge_async_iterators
 
 
@@ -96,10 +98,12 @@ class _EngineFailure(Exception):
 class PluginPipeline:
     """Runs plugin requests against an engine."""
 
-    def __init__(self, processor: IOProcessor, engine: PromptEncoder, max_prompts_per_request: int):
+    def __init__(self, processor: IOProcessor, engine: PromptEncoder, max_prompts_per_request: int,
+                 limits: LimitsConfig | None = None):
         self.processor = processor
         self.engine = engine
         self.max_prompts = max_prompts_per_request
+        self.limits = limits  # per-request cost caps over the plugin's prompts (prompt_costs.py)
         cls = type(processor)
         # Run the sync hooks in a thread only when the plugin kept the defaults.
         self._default_pre = cls.pre_process_async is IOProcessor.pre_process_async
@@ -128,6 +132,8 @@ class PluginPipeline:
                 prompts = await proc.pre_process_async(validated, request_id=request_id, request=validated)
         except (ValueError, TypeError) as e:
             raise PayloadError(str(e)) from e
+        except RecursionError as e:  # a payload nested deeper than the plugin's parser goes
+            raise PayloadError(f"the payload is nested too deeply to parse ({e})") from e
         except Exception as e:
             raise PluginFailedError("pre_process", e) from e
         prompt_list = _as_prompt_list(prompts)
@@ -136,6 +142,8 @@ class PluginPipeline:
                 f"The plugin produced {len(prompt_list)} prompts; this server allows at most "
                 f"{self.max_prompts} per request (--max-prompts-per-request)."
             )
+        if self.limits is not None:
+            check_prompt_list(prompt_list, self.limits)
         if on_prompt_count is not None:
             on_prompt_count(len(prompt_list))
 
