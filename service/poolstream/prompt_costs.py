@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from poolstream.config import LimitsConfig
+from poolstream.engine.errors import PromptTooLargeError
 
 
 class RequestTooLargeError(ValueError):
@@ -75,6 +76,18 @@ def proto_prompt_totals(prompts: Iterable[Any]) -> tuple[int, int, int]:
             for t in p.multi_modal.multi_modal_data.values():
                 tensor_bytes += len(t.data) + 4 * len(t.float_values)
     return chars, token_ids, tensor_bytes
+
+
+def check_proto_tensor_bytes(prompt: Any, limits: LimitsConfig) -> None:
+    """The per-prompt tensor bytes cap on a ``poolstream.v1.Prompt`` before its tensors are
+    decoded (the engine checks every prompt again; this spares the copy of one too large)."""
+    if prompt.WhichOneof("input") != "multi_modal":
+        return
+    size = sum(len(t.data) + 4 * len(t.float_values) for t in prompt.multi_modal.multi_modal_data.values())
+    if size > limits.max_prompt_tensor_bytes:
+        raise PromptTooLargeError(
+            f"the prompt's tensors hold {size} bytes; at most {limits.max_prompt_tensor_bytes} per prompt "
+            "(--max-prompt-tensor-bytes)")
 
 
 def _nbytes(t: Any) -> int:

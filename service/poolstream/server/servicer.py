@@ -16,7 +16,7 @@ from poolstream.engine.errors import jittered_retry_delay
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
-from poolstream.prompt_costs import check_request_costs, proto_prompt_totals
+from poolstream.prompt_costs import check_proto_tensor_bytes, check_request_costs, proto_prompt_totals
 from poolstream.server import convert
 from poolstream.server.errors import (
     ServiceError,
@@ -186,6 +186,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         try:
             for i, proto_prompt in enumerate(request.prompts):
                 try:
+                    check_proto_tensor_bytes(proto_prompt, self.state.config.limits)
                     prompt = convert.prompt_from_proto(proto_prompt, f"prompts[{i}]")
                     sub = engine.submit(prompt, params, f"{request_id}-{i}", request.priority, deadline)
                 except Exception as e:
@@ -216,6 +217,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
     async def _encode_one(self, engine, request, index, params, request_id, deadline) -> pb.EncodeResponse:
         """Encode prompt ``index``; any failure becomes an in-stream error for it alone."""
         try:
+            check_proto_tensor_bytes(request.prompts[index], self.state.config.limits)
             prompt = convert.prompt_from_proto(request.prompts[index], f"prompts[{index}]")
             # One await rather than an async generator to drain (the server's engine is an
             # ObservedEngine around an AsyncEngine: encode_one, submit and collect exist).
