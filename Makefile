@@ -36,13 +36,14 @@ $(TEST_PLUGINS)/.installed: $(VENV)/.installed $(TEST_PLUGIN_SRC)
 setup: $(VENV)/.installed $(TEST_PLUGINS)/.installed ## Create .venv and install every Python package
 .PHONY: setup
 
-gen: setup ## Regenerate code from protos/ (all languages)
+gen: setup ## Regenerate code from protos/ (all languages) and the vendored TEI proto (Python)
 	$(BIN)/buf generate
+	$(BIN)/buf generate --template buf.gen.tei.yaml
 .PHONY: gen
 
 lint: setup ## buf lint + format check, ruff
 	$(BIN)/buf lint
-	$(BIN)/buf format -d --exit-code
+	$(BIN)/buf format -d --exit-code protos
 	$(BIN)/ruff check service plugins clients/python tests bench
 .PHONY: lint
 
@@ -65,11 +66,13 @@ gpu-check: setup ## On a CUDA machine: tests/gpu, the GPU benchmark and engine s
 	bench/gpu_check.sh
 .PHONY: gpu-check
 
-test: setup client-setup lint breaking ## Set up everything and run every test
+test: setup client-setup browser-setup lint breaking ## Set up everything and run every test
 	$(BIN)/pytest -q
 .PHONY: test
 
 -include mk/*.mk
-# Client toolchains (Go, Node) hook in through mk/clients.mk; without it, nothing to do.
+# Client toolchains (Go, Node) hook in through mk/clients.mk, headless Chromium through
+# mk/browser.mk; without them, nothing to do.
 client-setup::
-.PHONY: client-setup
+browser-setup::
+.PHONY: client-setup browser-setup

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from poolstream.env_flags import apply_env_defaults
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
 from poolstream.server.observability import configure_logging
 from poolstream.server.security import AUTH_TOKEN_ENV, auth_source, load_tokens, tls_from_flags
@@ -17,7 +18,13 @@ from poolstream.server.transport import validate as validate_transport
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     d_engine, d_limits = EngineConfig(), LimitsConfig()
     g = p.add_argument_group("model and plugin")
-    g.add_argument("--model", help="Hugging Face-style model directory (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--model", help="Hugging Face-style model directory, or a Hugging Face repo id (ORG/NAME) "
+                   "found in the local Hugging Face cache (HF_HUB_CACHE / HF_HOME) (default: the embedded "
+                   "all-MiniLM-L6-v2)")
+    g.add_argument("--allow-download", action="store_true",
+                   help="let --model ORG/NAME download from the Hugging Face hub when it is not cached "
+                   "(default: the cache only)")
+    g.add_argument("--revision", default=None, help="--model ORG/NAME: branch, tag or commit (default: main)")
     g.add_argument(
         "--io-processor-plugin",
         help="IO Processor plugin to use; overrides config.json's io_processor_plugin "
@@ -29,6 +36,9 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-threads", type=int, default=d_engine.num_threads,
                    help="torch intra-op threads of the engine (0: one per core, capped by the CPU "
                    "affinity and a cgroup CPU quota); other threads use one")
+    g.add_argument("--model-backend", choices=["auto", "native", "transformers"], default=d_engine.model_backend,
+                   help="auto: poolstream's native implementation when it has one, else transformers "
+                   "(needs poolstream[transformers]; slower); transformers: always")
     g.add_argument("--no-cpu-side-lane", dest="cpu_side_lane", action="store_false",
                    help="CPU: never run a second batch beside the core thread's under load")
     g.add_argument("--allowed-local-media-path", default=None,
@@ -58,6 +68,13 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--health-port", type=int, default=0,
                    help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet gRPC "
                    "probes cannot speak TLS); 0: off")
+
+    g = p.add_argument_group("HTTP/JSON front door")
+    g.add_argument("--http-port", type=int, default=None,
+                   help="also serve HTTP/JSON on this port: OpenAI /v1/embeddings, vLLM /pooling, TEI routes, "
+                   "the page at / and OpenAPI docs at /docs (0 picks a free port; default: off)")
+    g.add_argument("--http-host", default=None, help="address for --http-port (default: --host)")
+    g.add_argument("--http-port-file", help="write the bound HTTP port here once SERVING")
 
     g = p.add_argument_group("security")
     g.add_argument("--tls-cert", help="PEM certificate chain: serve TLS instead of plaintext")
@@ -117,7 +134,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
     if args.model is None:
         model_config = embedded_model_config(plugin)
     else:
-        model_config = ModelConfig.from_dir(args.model, io_processor_plugin=plugin)
+        model_config = ModelConfig.resolve(args.model, io_processor_plugin=plugin,
+                                           allow_download=args.allow_download, revision=args.revision)
     config = PoolstreamConfig(
         model_config=model_config,
         engine_config=EngineConfig(
@@ -128,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
             max_queued_prompts=args.max_queued_prompts,
             num_threads=args.num_threads,
             cpu_side_lane=args.cpu_side_lane,
+            model_backend=args.model_backend,
         ),
         limits=LimitsConfig(
             max_receive_message_bytes=args.max_receive_message_bytes,
@@ -176,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="serve a pooling model over gRPC")
     _add_serve_args(serve_p)
+    apply_env_defaults(serve_p)  # every flag also from POOLSTREAM_<FLAG> (the flag wins)
     args = parser.parse_args(argv)
 
     configure_logging(args.log_level, args.log_format)
@@ -190,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             grace_period_s=args.grace_period,
             drain_delay_s=args.drain_delay,
             transport=transport_from_args(args),
+            http_port=args.http_port,
+            http_host=args.http_host,
+            http_port_file=args.http_port_file,
         )
+        if args.http_port is not None and not 0 <= args.http_port <= 65535:
+            raise ValueError("--http-port must be a TCP port (0 picks a free one)")
         return asyncio.run(serve(config, listen, plugin))
     except (ValueError, FileNotFoundError, OSError) as e:
         # Startup errors (plugin selection, bad model dir, bind): message and non-zero exit.

@@ -47,6 +47,17 @@ class ModelConfig:
             raise ValueError(f"{config_file} must hold a JSON object")
         return cls(model=str(path), hf_config=hf_config, io_processor_plugin=io_processor_plugin or None)
 
+    @classmethod
+    def resolve(cls, model: str | os.PathLike[str], io_processor_plugin: str | None = None, *,
+                allow_download: bool = False, revision: str | None = None) -> "ModelConfig":
+        """A model directory, or a Hugging Face repo id from the local cache (model_resolution.py);
+        a name is served under that name."""
+        from poolstream.model_resolution import resolve_model
+
+        resolved = resolve_model(model, allow_download=allow_download, revision=revision)
+        config = cls.from_dir(resolved.path, io_processor_plugin=io_processor_plugin)
+        return replace(config, served_model_name=resolved.repo_id) if resolved.repo_id else config
+
     @property
     def name(self) -> str:
         return self.served_model_name or Path(self.model).name
@@ -84,6 +95,9 @@ class EngineConfig:
     # CPU text models only: under load, a second engine thread runs a batch on one torch
     # thread beside the core thread's (engine/core.py, "the CPU side lane").
     cpu_side_lane: bool = True
+    # Which implementation runs the model: "auto" (native when poolstream has one, else the
+    # transformers fallback), "native", or "transformers" (models/transformers_backend.py).
+    model_backend: str = "auto"
 
 
 @dataclass(frozen=True)

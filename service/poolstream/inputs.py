@@ -2,8 +2,10 @@
 
 A prompt is one of:
 
-- ``str`` or ``TextPrompt``: text, tokenized by the engine;
-- ``TokensPrompt``: token ids used as they are;
+- ``str`` or ``TextPrompt``: text, tokenized by the engine; with ``text_pair``
+  the two texts are encoded as a pair (the tokenizer's pair template and
+  token type ids), as cross-encoders (the "score" task) take them;
+- ``TokensPrompt``: token ids used as they are (``token_type_ids`` optional);
 - ``TokensPrompt`` with ``multi_modal_data``: named tensors (``pixel_values`` ...)
   for models that take tensor inputs.
 """
@@ -20,6 +22,7 @@ class TextPrompt(TypedDict):
     """Text to be tokenized by the engine."""
 
     prompt: str
+    text_pair: NotRequired[str]
     multi_modal_data: NotRequired[Mapping[str, Any]]
 
 
@@ -27,6 +30,7 @@ class TokensPrompt(TypedDict):
     """Token ids, optionally with tensor inputs."""
 
     prompt_token_ids: list[int]
+    token_type_ids: NotRequired[list[int]]
     multi_modal_data: NotRequired[Mapping[str, Any]]
 
 
@@ -53,6 +57,8 @@ def prompt_kind(prompt: Any) -> str:
     if "prompt" in prompt:
         if not isinstance(prompt["prompt"], str):
             raise ValueError("'prompt' must be a string")
+        if "text_pair" in prompt and not isinstance(prompt["text_pair"], str):
+            raise ValueError("'text_pair' must be a string")
         return "text"
     if "prompt_token_ids" in prompt:
         return "tokens"

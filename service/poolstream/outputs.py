@@ -12,9 +12,20 @@ _O = TypeVar("_O")
 
 @dataclass(eq=False)
 class PoolingOutput:
-    """The pooled output of one prompt (vLLM's ``PoolingOutput``)."""
+    """The pooled output of one prompt (vLLM's ``PoolingOutput``).
+
+    ``data`` is the task's tensor: an embedding [dim], class scores [labels],
+    per-token rows [tokens, ...], or a sparse embedding's values [terms]. The
+    optional fields are poolstream's additions, set by the tasks that have them:
+    ``labels`` (classify / score / token_classify: the name of each column of
+    ``data``), ``indices`` and ``tokens`` (embed_sparse: the vocabulary id and
+    token string of each value, largest value first).
+    """
 
     data: torch.Tensor
+    labels: tuple[str, ...] | None = None
+    indices: torch.Tensor | None = None
+    tokens: list[str] | None = None
 
     def __eq__(self, other: object) -> bool:
         # Same semantics as vLLM: equal when every element is equal.

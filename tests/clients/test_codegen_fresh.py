@@ -18,12 +18,17 @@ from tests.clients.helpers import BIN, ROOT, run
 # Output directories that also hold hand-written files: only these names count
 # as generated there. Every other `out:` directory of buf.gen.yaml is wholly
 # generated.
-MIXED_OUT_DIRS = {"service": re.compile(r".*(_pb2\.pyi?|_pb2_grpc\.py)$")}
+MIXED_OUT_DIRS = {
+    "service": re.compile(r".*(_pb2\.pyi?|_pb2_grpc\.py)$"),
+    "service/poolstream/tei/gen": re.compile(r".*(_pb2\.pyi?|_pb2_grpc\.py)$"),
+}
+# `make gen` runs every template: ours, then the vendored TEI proto's (Python only).
+TEMPLATES = ("buf.gen.yaml", "buf.gen.tei.yaml")
 IGNORED_PARTS = {"__pycache__", ".DS_Store"}
 
 
 def out_dirs() -> list[str]:
-    text = (ROOT / "buf.gen.yaml").read_text()
+    text = "\n".join((ROOT / t).read_text() for t in TEMPLATES)
     return sorted({m.group(1) for m in re.finditer(r"^\s*out:\s*(\S+)\s*$", text, re.MULTILINE)})
 
 
@@ -76,7 +81,8 @@ def require_plugins() -> None:
 def fresh(tmp_path_factory) -> Path:
     require_plugins()
     out = tmp_path_factory.mktemp("gen")
-    run([str(BIN / "buf"), "generate", "-o", str(out)], timeout=300)
+    for template in TEMPLATES:
+        run([str(BIN / "buf"), "generate", "--template", template, "-o", str(out)], timeout=300)
     return out
 
 

@@ -108,12 +108,13 @@ def test_cli_process_typed_with_progress(address, reference, tmp_path):
         )
     )
     done = run(
-        [CLI, "--addr", address, "process", "--plugin-input", str(src), "--out", str(out), "--decode-tensors"]
+        [CLI, "--addr", address, "process", "--plugin-input", str(src), "--out", str(out), "--decode-tensors",
+         "--progress"]  # forced: stderr is a pipe here, where the bar is off by default
     )
     summary = json.loads(done.stdout)
     assert summary["kind"] == "typed" and summary["type"] == TEXT_EMBEDDING_RESPONSE
     assert summary["prompt_count"] == 3 and summary["out"] == str(out)
-    assert "3/3 prompts" in done.stderr  # the progress bar
+    assert "3/3" in done.stderr  # the progress bar (tqdm)
     result = json.loads(out.read_text())
     assert result["@type"] == TEXT_EMBEDDING_RESPONSE
     assert result["embeddings"]["shape"] == [3, 384]

@@ -187,7 +187,7 @@ async def test_token_required_on_every_pooling_method_only(monkeypatch):
             health = health_pb2_grpc.HealthStub(channel)
             assert (await health.Check(health_pb2.HealthCheckRequest(service=""))).status == 1
             assert "grpc.health.v1.Health" in await _reflection_services(channel)
-        rejected = server.metrics.requests.labels("/poolstream.v1.PoolingService/Process", "UNAUTHENTICATED")
+        rejected = server.metrics.requests.labels("poolstream.v1.PoolingService", "Process", "UNAUTHENTICATED")
         assert rejected._value.get() == 3
 
 

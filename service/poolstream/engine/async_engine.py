@@ -47,7 +47,7 @@ from poolstream.engine.scheduler import Scheduler
 from poolstream.engine.stats import EngineStats, StatsTracker
 from poolstream.inputs import PromptType
 from poolstream.models.model_dir import read_model_dir
-from poolstream.models.registry import resolve_model_class
+from poolstream.models.transformers_backend import select_model_class
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.pooling_params import PoolingParams
 
@@ -73,6 +73,13 @@ class ModelInfo:
     compute_dtype: torch.dtype
     tensor_inputs: tuple[str, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    tasks: tuple[str, ...] = ("embed",)  # pooling tasks served (PoolingParams.task)
+    default_task: str = "embed"  # what task None / "plugin" / "encode" runs
+    labels: tuple[str, ...] = ()  # classifier label names, index order
+    backend: str = "native"  # "native" or "transformers"
+    prompts: dict[str, str] = field(default_factory=dict)  # sentence-transformers prompts by name
+    default_prompt_name: str | None = None
+    task_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # Characters per token of the text cut, and the prefix first tried for a text at
     # max_model_len tokens (engine/text_cut.py); 0 for a model without a tokenizer.
     text_chars_per_token: int = 0
@@ -124,7 +131,7 @@ class AsyncEngine:
         """Load the model (blocking: seconds; run it in a thread from async code)."""
         mcfg, ecfg = config.model_config, config.engine_config
         mdir = read_model_dir(mcfg.model)
-        model_cls = resolve_model_class(mdir.architecture)
+        model_cls = select_model_class(mdir.architecture, ecfg.model_backend)
         device = resolve_device(ecfg.device)
         dtype = resolve_dtype(ecfg.dtype, device)
         threads = engine_threads(ecfg.num_threads)
@@ -143,13 +150,18 @@ class AsyncEngine:
         model, spec = runner.model, runner.spec
         tokenizer = load_tokenizer(mdir.tokenizer_file) if spec.max_model_len > 0 else None
         vocab = int(spec.extra.get("vocab_size") or mcfg.hf_config.get("vocab_size") or 2**31 - 1)
-        processor = InputProcessor(model, spec, tokenizer, vocab, config.limits)
+        processor = InputProcessor(model, spec, tokenizer, vocab, prompts=mdir.prompts,
+                                   default_prompt_name=mdir.default_prompt_name,
+                                   model_name=f"{mcfg.name} ({mdir.architecture})", limits=config.limits)
         info = ModelInfo(
             name=mcfg.name, path=mcfg.model, architecture=mdir.architecture,
             output_shape=tuple(spec.output_shape), output_dtype=torch.float32,
             max_model_len=spec.max_model_len, pooling=spec.pooling, normalize=spec.normalize,
             device=str(device), compute_dtype=dtype, tensor_inputs=tuple(spec.tensor_inputs),
-            extra=dict(spec.extra),
+            extra=dict(spec.extra), tasks=tuple(spec.tasks), default_task=spec.default_task,
+            labels=tuple(spec.labels), backend=spec.backend, prompts=dict(processor.prompts),
+            default_prompt_name=processor.default_prompt_name,
+            task_shapes=dict(spec.task_shapes) or {spec.default_task: tuple(spec.output_shape)},
             text_chars_per_token=processor.chars_per_token, text_cut_chars=processor.text_cut_chars(),
         )
         logger.info("loaded %s (%s) on %s/%s in %.2fs; %d torch threads", info.name, info.architecture,
@@ -256,7 +268,7 @@ class AsyncEngine:
 
     def _admit(self, prompt: PromptType, params: PoolingParams, request_id: str, priority: int,
                deadline: float | None) -> EngineRequest:
-        kind, normalize, dims = self._processor.check(prompt, params)
+        kind, normalize, dims, task, activation = self._processor.check(prompt, params)
         seq = next(self._seq)
         request_id = request_id or f"engine-{seq}"
         if request_id in self._requests:
@@ -267,7 +279,8 @@ class AsyncEngine:
         assert self._loop is not None
         req = EngineRequest(request_id=request_id, kind=kind, prompt=prompt, params=params,
                             normalize=normalize, dimensions=dims, priority=int(priority),
-                            deadline=deadline, arrival=now, seq=seq, future=self._loop.create_future())
+                            deadline=deadline, arrival=now, seq=seq, future=self._loop.create_future(),
+                            task=task, activation=activation)
         st = self._stats
         with self._lock:
             if self._core.dead is not None:

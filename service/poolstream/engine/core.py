@@ -42,7 +42,7 @@ from poolstream.engine.runner import BatchHandle, ModelRunner
 from poolstream.engine.scheduler import Scheduler
 from poolstream.engine.stats import StatsTracker
 from poolstream.engine.tokenize_worker import TokenizeWorker
-from poolstream.outputs import PoolingOutput, PoolingRequestOutput, RequestTiming
+from poolstream.outputs import PoolingRequestOutput, RequestTiming
 
 logger = logging.getLogger(__name__)
 
@@ -331,8 +331,9 @@ class EngineCore:
         done = time.monotonic()
         tokens = sum(r.cost for r in batch)
         padded = max(r.cost for r in batch) * len(batch) if batch[0].kind != "tensors" else tokens
+        make_output, tokenizer = self.runner.make_output, self.processor.tokenizer
         for req, row in zip(batch, rows):
-            out = PoolingRequestOutput(request_id=req.request_id, outputs=PoolingOutput(data=row),
+            out = PoolingRequestOutput(request_id=req.request_id, outputs=make_output(req, row, tokenizer),
                                        prompt_token_ids=req.token_ids, truncated=req.truncated,
                                        timing=RequestTiming(req.arrival, handle.started, done))
             finished.append((req, out))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,12 +26,23 @@ from tokenizers import Tokenizer
 from poolstream.config import LimitsConfig
 from poolstream.engine.errors import InvalidPromptError, NonFiniteInputError, PromptTooLargeError
 from poolstream.engine.request import EngineRequest
+from poolstream.engine.tasks import check_task_params, resolve_task, task_dim
 from poolstream.engine.text_cut import TextCutter
 from poolstream.inputs import prompt_kind
 from poolstream.models.base import ModelSpec, PoolingModel
 from poolstream.pooling_params import PoolingParams
 
 _TEXT_GROUP = ("tokens",)
+
+
+class Checked(NamedTuple):
+    """What admission resolved for one prompt."""
+
+    kind: str  # "text" | "tokens" | "tensors"
+    normalize: bool
+    dimensions: int | None
+    task: str
+    activation: bool
 
 
 def load_tokenizer(path: Path | None) -> Tokenizer | None:
@@ -46,8 +57,13 @@ def load_tokenizer(path: Path | None) -> Tokenizer | None:
 
 class InputProcessor:
     def __init__(self, model: PoolingModel, spec: ModelSpec, tokenizer: Tokenizer | None, vocab_size: int,
-                 limits: LimitsConfig | None = None):
+                 prompts: Mapping[str, str] | None = None, default_prompt_name: str | None = None,
+                 model_name: str = "this model", limits: LimitsConfig | None = None):
         self.model = model
+        # sentence-transformers prompts (config_sentence_transformers.json), prepended to text.
+        self.prompts = dict(prompts or {})
+        self.default_prompt_name = default_prompt_name if default_prompt_name in self.prompts else None
+        self.model_name = model_name
         self.spec = spec
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
@@ -67,8 +83,8 @@ class InputProcessor:
 
     # ---- event loop side -------------------------------------------------
 
-    def check(self, prompt: Any, params: PoolingParams) -> tuple[str, bool, int | None]:
-        """Validate a prompt and its params; return (kind, normalize, dimensions)."""
+    def check(self, prompt: Any, params: PoolingParams) -> Checked:
+        """Validate a prompt and its params; resolve its task, normalize and dimensions."""
         try:
             kind = prompt_kind(prompt)
             params.verify()
@@ -78,12 +94,24 @@ class InputProcessor:
             raise InvalidPromptError("this model takes tensor inputs, not text or token ids")
         if kind == "text" and self.tokenizer is None:
             raise InvalidPromptError("this model directory has no tokenizer.json: send token ids")
+        task = resolve_task(self.spec, params.task, self.model_name)
+        if not self.spec.tensor_inputs:
+            check_task_params(task, params)
         if kind == "text":
-            self._check_text(prompt if isinstance(prompt, str) else prompt["prompt"])
+            self._check_text(prompt)
         elif kind == "tokens":
             self._check_token_count(prompt["prompt_token_ids"])
         if kind == "tensors":
             self._check_tensors(prompt)
+        if params.prompt_name is not None:
+            if params.prompt_name not in self.prompts:
+                known = ", ".join(repr(n) for n in self.prompts) or "none"
+                raise InvalidPromptError(
+                    f"unknown prompt_name {params.prompt_name!r}; this model's prompts: {known}")
+            if kind != "text":
+                raise InvalidPromptError("prompt_name applies to text prompts only")
+        if kind == "tokens" and "token_type_ids" in prompt:
+            self._check_token_types(prompt)
         tpt = params.truncate_prompt_tokens
         if tpt is not None and self.max_model_len and tpt > self.max_model_len:
             raise InvalidPromptError(
@@ -91,21 +119,36 @@ class InputProcessor:
             )
         dims = params.dimensions
         if dims is not None:
-            shape = self.spec.output_shape
-            if len(shape) != 1 or shape[0] < 0:
+            size = task_dim(self.spec, task) if task in ("embed", "token_embed") else None
+            if size is None:
                 raise InvalidPromptError("dimensions applies to embedding models only")
-            if dims > shape[0]:
-                raise InvalidPromptError(f"dimensions ({dims}) is greater than the model's {shape[0]}")
-            if dims == shape[0]:
+            if dims > size:
+                raise InvalidPromptError(f"dimensions ({dims}) is greater than the model's {size}")
+            if dims == size:
                 dims = None
         normalize = self.spec.normalize if params.normalize is None else bool(params.normalize)
-        return kind, normalize, dims
+        activation = True if params.use_activation is None else bool(params.use_activation)
+        return Checked(kind, normalize, dims, task, activation)
 
-    def _check_text(self, text: str) -> None:
+    def _check_token_types(self, prompt: Mapping[str, Any]) -> None:
+        types = prompt["token_type_ids"]
+        arr = np.asarray(types)
+        if arr.ndim != 1 or arr.size != len(prompt["prompt_token_ids"]) or (arr.size and arr.dtype.kind not in "iu"):
+            raise InvalidPromptError("token_type_ids must be integers, one per prompt token id")
+        limit = int(self.spec.extra.get("type_vocab_size", 1)) if self.spec.token_type_ids else 1
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= limit):
+            raise InvalidPromptError(f"token_type_ids must be in [0, {limit})")
+
+    def _check_text(self, prompt: Any) -> None:
+        if isinstance(prompt, str):
+            n = len(prompt)
+        else:
+            pair = prompt.get("text_pair")
+            n = len(prompt["prompt"]) + (len(pair) if isinstance(pair, str) else 0)
         cap = self.limits.max_prompt_chars
-        if len(text) > cap:
+        if n > cap:
             raise PromptTooLargeError(
-                f"the text has {len(text)} characters; at most {cap} per prompt (--max-prompt-chars)")
+                f"the text has {n} characters; at most {cap} per prompt (--max-prompt-chars)")
 
     def _check_token_count(self, ids: Any) -> None:
         cap = self.limits.max_prompt_token_ids
@@ -171,20 +214,35 @@ class InputProcessor:
 
     def tokenize_pass(self, cutter: TextCutter, reqs: list[EngineRequest]
                       ) -> tuple[list[EngineRequest], list[tuple[EngineRequest, Exception]], list[EngineRequest]]:
-        """The first, bounded pass over newly arrived texts: (done, failed, left for tokenize_rest)."""
+        """The first, bounded pass over newly arrived texts: (done, failed, left for tokenize_rest).
+
+        Text pairs are never cut (truncating a pair takes from the longer side, so its result
+        depends on both whole lengths): a pair longer than the bound is read whole by the
+        rest thread."""
         done: list[EngineRequest] = []
         failed: list[tuple[EngineRequest, Exception]] = []
         rest: list[EngineRequest] = []
-        by_limit: dict[int, list[EngineRequest]] = {}
+        by_limit: dict[int, list[tuple[EngineRequest, Any]]] = {}
         for req in reqs:
-            by_limit.setdefault(self._limit(req.params), []).append(req)
+            try:
+                text = self._text_input(req)
+            except (KeyError, TypeError, ValueError) as e:
+                failed.append((req, InvalidPromptError(str(e))))
+                continue
+            by_limit.setdefault(self._limit(req.params), []).append((req, text))
         for limit, group in by_limit.items():
-            encodings = cutter.first_pass([_text_of(r) for r in group], limit)
-            for req, enc in zip(group, encodings):
+            singles = [(r, t) for r, t in group if isinstance(t, str)]
+            pairs = [(r, t) for r, t in group if not isinstance(t, str)]
+            bound = cutter.cut_chars(limit)
+            rest.extend(r for r, t in pairs if len(t[0]) + len(t[1]) > bound)
+            short_pairs = [(r, t) for r, t in pairs if len(t[0]) + len(t[1]) <= bound]
+            encodings = cutter.first_pass([t for _, t in singles], limit) + \
+                cutter.encode_whole([t for _, t in short_pairs], limit)
+            for (req, text), enc in zip(singles + short_pairs, encodings):
                 if enc is None:
                     rest.append(req)
                     continue
-                error = self._apply_encoding(req, enc)
+                error = self._apply_encoding(req, text, enc)
                 if error is None:
                     done.append(req)
                 else:
@@ -193,9 +251,12 @@ class InputProcessor:
 
     def tokenize_rest(self, cutter: TextCutter, req: EngineRequest) -> Exception | None:
         """A text the first pass could not settle (see text_cut); None, or its error."""
-        return self._apply_encoding(req, cutter.finish(_text_of(req), self._limit(req.params)))
+        text = self._text_input(req)
+        limit = self._limit(req.params)
+        enc = cutter.finish(text, limit) if isinstance(text, str) else cutter.encode_whole([text], limit)[0]
+        return self._apply_encoding(req, text, enc)
 
-    def _apply_encoding(self, req: EngineRequest, enc: Any) -> Exception | None:
+    def _apply_encoding(self, req: EngineRequest, text: Any, enc: Any) -> Exception | None:
         # Cut text lands in `overflowing` (stride 0), so non-empty means truncated.
         truncated = bool(enc.overflowing)
         if truncated and req.params.truncate is False and req.params.truncate_prompt_tokens is None:
@@ -203,10 +264,23 @@ class InputProcessor:
                 f"prompt is longer than the model's maximum of {self.max_model_len} tokens "
                 "and truncate is false")
         req.token_ids = enc.ids
+        if isinstance(text, tuple) and self.spec.token_type_ids:
+            req.token_type_ids = enc.type_ids
         req.truncated = truncated
         req.cost = len(req.token_ids)
-        req.group = _TEXT_GROUP
+        req.group = (_TEXT_GROUP[0], req.task)
         return None
+
+    def _text_input(self, req: EngineRequest) -> str | tuple[str, str]:
+        """The text to tokenize: the sentence-transformers prompt + the text, or a (text, pair) tuple."""
+        if isinstance(req.prompt, str):
+            text, pair = req.prompt, None
+        else:
+            text, pair = req.prompt["prompt"], req.prompt.get("text_pair")
+        name = req.params.prompt_name or self.default_prompt_name
+        if name is not None:
+            text = self.prompts[name] + text
+        return text if pair is None else (text, pair)
 
     def _process_tokens(self, req: EngineRequest, ids: Any) -> None:
         arr = np.asarray(ids)
@@ -223,8 +297,11 @@ class InputProcessor:
                     f"{self.max_model_len}, and truncate is false")
             ids, req.truncated = ids[:limit], True
         req.token_ids = list(ids)
+        types = req.prompt.get("token_type_ids")
+        if types is not None and self.spec.token_type_ids and any(types):
+            req.token_type_ids = [int(t) for t in types][: len(ids)]
         req.cost = len(ids)
-        req.group = _TEXT_GROUP
+        req.group = (_TEXT_GROUP[0], req.task)
 
     def _process_tensors(self, req: EngineRequest) -> None:
         mm: Mapping[str, torch.Tensor] = req.prompt["multi_modal_data"]
@@ -234,7 +311,3 @@ class InputProcessor:
         req.cost = max(1, int(self.model.tensor_prompt_cost(mm)))
         # Tensor prompts batch only with prompts of identical names, shapes and dtypes.
         req.group = ("tensors",) + tuple(sorted((k, tuple(v.shape), v.dtype) for k, v in mm.items()))
-
-
-def _text_of(req: EngineRequest) -> str:
-    return req.prompt if isinstance(req.prompt, str) else req.prompt["prompt"]

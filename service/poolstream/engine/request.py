@@ -48,10 +48,13 @@ class EngineRequest:
     arrival: float
     seq: int  # admission order: FIFO tie-break within a priority
     future: asyncio.Future[Any] | None = None  # loop side only
+    task: str = "embed"  # resolved pooling task (models.base.TASKS)
+    activation: bool = True  # classify/score/token_classify: apply the model's activation
     status: RequestStatus = RequestStatus.WAITING
     # Filled by the processor in the core thread.
     token_ids: list[int] = field(default_factory=list)
     truncated: bool = False
+    token_type_ids: list[int] | None = None  # pair prompts only
     tensors: dict[str, torch.Tensor] | None = None
     cost: int = 0  # scheduler units: tokens, or model-defined tensor cost
     group: Hashable = ("tokens",)  # only requests with equal groups share a batch

@@ -12,13 +12,16 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from poolstream.engine.errors import EngineError
 from poolstream.engine.request import EngineRequest
-from poolstream.models.base import ModelSpec, PoolingModel
+from poolstream.engine.tasks import apply_activation, labelled, sparse_output
+from poolstream.models.base import TOKEN_TASKS, ModelSpec, PoolingModel
+from poolstream.outputs import PoolingOutput
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,16 @@ class ModelRunner:
         mask.numpy()[:] = valid
         return self._to_device(ids), self._to_device(mask)
 
+    def _collate_token_types(self, batch: list[EngineRequest], seq: int) -> torch.Tensor | None:
+        """[n, seq] token type ids when a prompt of the batch is a pair, else None."""
+        if not any(r.token_type_ids for r in batch):
+            return None
+        types = torch.zeros((len(batch), seq), dtype=torch.int64, pin_memory=self.is_cuda)
+        for i, r in enumerate(batch):
+            if r.token_type_ids:
+                types[i, : len(r.token_type_ids)] = torch.tensor(r.token_type_ids, dtype=torch.int64)
+        return self._to_device(types)
+
     def _collate_tensors(self, batch: list[EngineRequest]) -> dict[str, torch.Tensor]:
         out = {}
         for name in batch[0].tensors or {}:
@@ -132,7 +145,12 @@ class ModelRunner:
         """[n, ...] model outputs on the device (no post-processing)."""
         if batch[0].kind == "tensors":
             return self.model.forward_tensors(**self._collate_tensors(batch))
-        return self.model.forward_tokens(*self._collate_tokens(batch))
+        ids, mask = self._collate_tokens(batch)
+        task = batch[0].task  # one task per batch (the processor's groups)
+        types = self._collate_token_types(batch, ids.shape[1]) if self.spec.token_type_ids else None
+        if task == "embed" and types is None:
+            return self.model.forward_tokens(ids, mask)  # the fast path models tune
+        return self.model.forward_task(task, ids, mask, types)
 
     def execute(self, batch: list[EngineRequest]) -> BatchHandle:
         out = self.forward(batch)
@@ -151,23 +169,65 @@ class ModelRunner:
         return BatchHandle(batch, host_parts, event)
 
     def _postprocess(self, out: torch.Tensor, batch: list[EngineRequest]) -> list[tuple[torch.Tensor, list[int]]]:
-        """Normalize / Matryoshka-truncate per request, as few ops as the batch allows."""
+        """Per-request post-processing of one task's output, as few ops as the batch allows:
+        normalize / Matryoshka-truncate embeddings, activations of classifier logits, per-prompt
+        rows of token tasks."""
         if out.dtype is not torch.float32:
             out = out.float()
-        if out.dim() != 2:  # dense outputs (segmentation maps): nothing to normalise
-            return [(out, list(range(len(batch))))]
-        groups: dict[tuple[bool, int | None], list[int]] = {}
-        for i, r in enumerate(batch):
-            groups.setdefault((r.normalize, r.dimensions), []).append(i)
+        task = batch[0].task
+        if batch[0].kind == "tensors" or (out.dim() != 2 and task not in TOKEN_TASKS):
+            return [(out, list(range(len(batch))))]  # dense outputs (segmentation maps)
+        if task in TOKEN_TASKS:
+            return self._postprocess_tokens(out, batch, task)
+        if task in ("classify", "score"):
+            act = self.spec.score_activation if task == "score" else self.spec.classify_activation
+            return [(apply_activation(x, act) if on else x, idx)
+                    for on, (x, idx) in self._groups(out, batch, lambda r: r.activation).items()]
+        if task != "embed":
+            return [(out, list(range(len(batch))))]  # embed_sparse: rows finished in make_output
         parts = []
-        for (normalize, dims), idx in groups.items():
-            x = out if len(groups) == 1 else out[torch.tensor(idx, device=out.device)]
+        for (normalize, dims), (x, idx) in self._groups(out, batch, lambda r: (r.normalize, r.dimensions)).items():
             if dims is not None:
                 x = x[:, :dims]
             if normalize:
                 x = _l2_normalize(x)  # after truncation: Matryoshka re-normalises
             parts.append((x, idx))
         return parts
+
+    @staticmethod
+    def _groups(out: torch.Tensor, batch: list[EngineRequest], key: Any) -> dict[Any, tuple[torch.Tensor, list[int]]]:
+        """Rows of ``out`` grouped by ``key(request)``: one slice per distinct setting."""
+        groups: dict[Any, list[int]] = {}
+        for i, r in enumerate(batch):
+            groups.setdefault(key(r), []).append(i)
+        if len(groups) == 1:
+            return {k: (out, idx) for k, idx in groups.items()}
+        return {k: (out[torch.tensor(idx, device=out.device)], idx) for k, idx in groups.items()}
+
+    def _postprocess_tokens(self, out: torch.Tensor, batch: list[EngineRequest],
+                            task: str) -> list[tuple[torch.Tensor, list[int]]]:
+        """[b, s, d] -> one [1, tokens_i, d] part per prompt (its padding cut off)."""
+        parts = []
+        for i, r in enumerate(batch):
+            x = out[i, : len(r.token_ids)]
+            if task == "token_embed":
+                if r.dimensions is not None:
+                    x = x[:, : r.dimensions]
+                if r.normalize:
+                    x = _l2_normalize(x)
+            elif r.activation:
+                x = apply_activation(x, self.spec.classify_activation)
+            parts.append((x.unsqueeze(0), [i]))
+        return parts
+
+    def make_output(self, req: EngineRequest, row: torch.Tensor, tokenizer: Any = None) -> PoolingOutput:
+        """One request's host row -> its PoolingOutput (labels, sparse terms)."""
+        task = req.task
+        if req.kind == "tensors" or task in ("embed", "token_embed"):
+            return PoolingOutput(data=row)
+        if task == "embed_sparse":
+            return sparse_output(row, req.params.sparse_top_k, tokenizer)
+        return labelled(row, self.spec.labels)
 
     def bind_thread(self) -> None:
         """Per-thread setup for the calling (core) thread: its CUDA device."""

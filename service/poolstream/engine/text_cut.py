@@ -90,7 +90,7 @@ class TextCutter:
         self._truncation: int | None = None
         # encode_batch_fast (tokenizers >= 0.21) skips char offsets, which are never read.
         # A batch call also releases the GIL while the Rust side works.
-        self._encode: Callable[[list[str]], list[Encoding]] = getattr(
+        self._encode: Callable[[list[Any]], list[Encoding]] = getattr(
             tokenizer, "encode_batch_fast", tokenizer.encode_batch)
 
     def cut_chars(self, limit: int) -> int:
@@ -144,6 +144,13 @@ class TextCutter:
         for m in _WORD_END.finditer(text, start, bound + 1):
             last = m
         return None if last is None else last.start() + 1
+
+    def encode_whole(self, texts: list[Any], limit: int) -> list[Encoding]:
+        """Texts (or (text, pair) tuples) tokenized whole, truncated at ``limit``."""
+        if not texts:
+            return []
+        self._truncate_at(limit)
+        return self._encode(texts)
 
     def encode(self, text: str, limit: int) -> Encoding:
         """One text, exactly (tests and one-off callers)."""

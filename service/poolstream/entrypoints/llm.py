@@ -45,7 +45,7 @@ def build_config(
     if model is None:
         model_config = embedded_model_config(io_processor_plugin)
     else:
-        model_config = ModelConfig.from_dir(model, io_processor_plugin=io_processor_plugin)
+        model_config = ModelConfig.resolve(model, io_processor_plugin=io_processor_plugin)
     return PoolstreamConfig(
         model_config=model_config,
         engine_config=engine_config or EngineConfig(),

@@ -11,7 +11,8 @@ optional (segmentation checkpoints ship config.json + model.safetensors):
 - ``sentence_bert_config.json``: ``max_seq_length``; else (sentence-transformers
   >= 6 keeps it there) ``tokenizer_config.json``'s ``model_max_length``; both
   capped by config.json's ``max_position_embeddings``;
-- ``config_sentence_transformers.json``: prompts (recorded, not applied);
+- ``config_sentence_transformers.json``: ``prompts`` and ``default_prompt_name``, which the
+  engine prepends to text prompts (``PoolingParams.prompt_name``, engine/processor.py);
 - ``tokenizer.json``.
 
 Precedence for pooling: caller override > pooling config > architecture default.

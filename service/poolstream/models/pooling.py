@@ -1,7 +1,7 @@
 """Token pooling shared by text encoders: [batch, seq, hidden] -> [batch, hidden].
 
 Semantics follow sentence-transformers' ``Pooling`` module (mean divides by
-the clamped mask sum; "last" is the last non-padding token, right padding).
+the clamped mask sum; "last" is the last non-padding token, left or right padding).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -
     if mode == "last":
         if attention_mask is None:
             return hidden[:, -1]
-        last = attention_mask.sum(dim=1).long() - 1  # [batch]
+        # Index of the last real token, whichever side the padding is on (decoder
+        # embedders such as Qwen3-Embedding are usually run left-padded).
+        steps = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+        last = (attention_mask.long() * steps).argmax(dim=1)  # [batch]
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     raise ValueError(f"unsupported pooling {mode!r}; supported: {', '.join(SUPPORTED_POOLING)}")

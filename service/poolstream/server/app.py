@@ -19,10 +19,12 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from poolstream.config import PoolstreamConfig
+from poolstream.http.core import ServingCore
 from poolstream.plugins.io_processors import select_io_processor
 from poolstream.server.health import NOT_SERVING, SERVING, ServerHealth
 from poolstream.server.interceptors import AuthInterceptor, ObservabilityInterceptor, install_client_gone_filter
@@ -32,11 +34,14 @@ from poolstream.server.servicer import PoolingServicer
 from poolstream.server.security import TokenAuthenticator, describe_security
 from poolstream.server.state import ServerState
 from poolstream.server.transport import TransportConfig, server_options
+from poolstream.tei.servicer import SERVICE_NAMES as TEI_SERVICES
+from poolstream.tei.servicer import TEIServicers
 from poolstream.v1 import pooling_service_pb2, pooling_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pooling_service_pb2.DESCRIPTOR.services_by_name["PoolingService"].full_name
+TEI_PREFIX = "/tei.v1."
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class ListenConfig:
     drain_delay_s: float = 0.0
     # Keepalive, connection age, TLS, auth, metrics and health ports (server/transport.py).
     transport: TransportConfig = field(default_factory=TransportConfig)
+    # The HTTP/JSON front door (poolstream.http): None = off, 0 = a free port.
+    http_port: int | None = None
+    http_host: str | None = None  # None: `host`
+    http_port_file: str | None = None  # the bound HTTP port is written here once SERVING
 
 
 def _import_payload_types() -> None:
@@ -69,20 +78,26 @@ def build_server(
     health: ServerHealth,
     transport: TransportConfig | None = None,
     metrics: ServerMetrics | None = None,
+    tei: TEIServicers | None = None,
 ) -> grpc.aio.Server:
     transport = transport or TransportConfig()
     install_client_gone_filter()
     interceptors: list[grpc.aio.ServerInterceptor] = [
         ObservabilityInterceptor(metrics, transport.access_log, config.limits.max_send_message_bytes)]
     if transport.auth_tokens:
-        interceptors.append(AuthInterceptor(TokenAuthenticator(list(transport.auth_tokens))))
+        authenticator = TokenAuthenticator(list(transport.auth_tokens))
+        interceptors.append(AuthInterceptor(authenticator))
+        interceptors.append(AuthInterceptor(authenticator, TEI_PREFIX))  # TEI's API: the same token
     server = grpc.aio.server(options=server_options(config.limits, transport), interceptors=interceptors)
     pooling_service_pb2_grpc.add_PoolingServiceServicer_to_server(PoolingServicer(state, metrics), server)
+    if tei is not None:
+        tei.add_to_server(server)
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     _import_payload_types()
-    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                               *(TEI_SERVICES if tei is not None else ())])
     return server
 
 
@@ -101,6 +116,11 @@ class PoolstreamServer:
         self.health_server: grpc.Server | None = None
         self.health_port = 0
         self._batch_sampler: asyncio.Task | None = None
+        # The other front doors (TEI's gRPC API, HTTP/JSON) share one serving core.
+        self.core = ServingCore(self.state, self.metrics)
+        self.tei = TEIServicers(self.core)
+        self.http: Any = None  # poolstream.http.app.HttpFrontDoor when --http-port is set
+        self.http_port = 0
 
     @property
     def address(self) -> str:
@@ -109,8 +129,9 @@ class PoolstreamServer:
     async def bind(self) -> None:
         """Listen with health NOT_SERVING."""
         await self.health.set_all(NOT_SERVING)
+        await self.tei.set_health(self.health, loaded=False)
         transport = self.listen.transport
-        self.server = build_server(self.config, self.state, self.health, transport, self.metrics)
+        self.server = build_server(self.config, self.state, self.health, transport, self.metrics, self.tei)
         bind_to = f"{self.listen.host}:{self.listen.port}"
         if transport.tls is not None:
             self.port = self.server.add_secure_port(bind_to, transport.tls.server_credentials())
@@ -120,6 +141,7 @@ class PoolstreamServer:
             raise OSError(f"could not bind {self.listen.host}:{self.listen.port}")
         await self.server.start()
         await self._start_side_listeners()
+        await self._start_http()
         logger.info(
             "Listening on %s%s (NOT_SERVING while the model loads)", self.address,
             "" if transport.tls is None else (" with mutual TLS" if transport.tls.mutual else " with TLS"),
@@ -146,6 +168,19 @@ class PoolstreamServer:
                 raise OSError(f"could not bind the health port {self.listen.host}:{transport.health_port}")
             self.health_server.start()
 
+    async def _start_http(self) -> None:
+        """The HTTP/JSON front door on this event loop (answers 503 on API routes until loaded)."""
+        listen = self.listen
+        if listen.http_port is None:
+            return
+        from poolstream.http.app import HttpFrontDoor, create_app  # deferred: only with --http-port
+
+        transport = listen.transport
+        app = create_app(self.core, self.metrics, transport.auth_tokens, transport.access_log)
+        self.http = HttpFrontDoor(app, listen.http_host or listen.host, listen.http_port, transport.tls,
+                                  listen.grace_period_s)
+        self.http_port = await self.http.start()
+
     async def load(self) -> None:
         """Load the model in a thread, then go SERVING."""
         from poolstream.engine import AsyncEngine  # deferred: heavy import
@@ -166,6 +201,9 @@ class PoolstreamServer:
         self.state.attach_engine(ObservedEngine(engine, self.metrics))
         self._batch_sampler = asyncio.create_task(self.metrics.run_batch_sampler())
         await self.health.set_all(SERVING)
+        await self.tei.set_health(self.health)
+        if self.listen.http_port_file and self.http is not None:
+            _write_port_file(self.listen.http_port_file, self.http_port)
         if self.listen.port_file:
             _write_port_file(self.listen.port_file, self.port)
         mi = engine.model_info
@@ -189,13 +227,18 @@ class PoolstreamServer:
         if listen.drain_delay_s > 0:
             await asyncio.sleep(listen.drain_delay_s)
         self.state.draining = True
-        if self.server is not None:
-            await self.server.stop(listen.grace_period_s)
+        stops = [self.server.stop(listen.grace_period_s)] if self.server is not None else []
+        if self.http is not None:
+            stops.append(self.http.stop(graceful=True))
+        await asyncio.gather(*stops)
         await self.close()
 
     async def close(self) -> None:
         if self.server is not None:
             await self.server.stop(0)
+        if self.http is not None:
+            await self.http.stop(graceful=False)
+            self.http = None
         if self.health_server is not None:
             await asyncio.to_thread(self.health_server.stop(0).wait)
         if self._batch_sampler is not None:

@@ -29,7 +29,12 @@ def prompt_from_proto(msg: pooling_pb2.Prompt, field_path: str) -> PromptType:
     if kind == "text":
         return msg.text
     if kind == "token_ids":
+        if msg.token_ids.token_type_ids:
+            return {"prompt_token_ids": list(msg.token_ids.ids),
+                    "token_type_ids": list(msg.token_ids.token_type_ids)}
         return {"prompt_token_ids": list(msg.token_ids.ids)}
+    if kind == "text_pair":
+        return {"prompt": msg.text_pair.text, "text_pair": msg.text_pair.text_pair}
     if kind == "multi_modal":
         mm = {}
         for name, t in msg.multi_modal.multi_modal_data.items():
@@ -49,10 +54,29 @@ def _dtype_name(value: int) -> str:
     return DT.Name(value) if value in DT.values() else str(value)
 
 
+# PoolingTask enum -> PoolingParams.task (vLLM's names).
+TASK_NAMES = {
+    pooling_pb2.POOLING_TASK_EMBED: "embed",
+    pooling_pb2.POOLING_TASK_CLASSIFY: "classify",
+    pooling_pb2.POOLING_TASK_SCORE: "score",
+    pooling_pb2.POOLING_TASK_TOKEN_EMBED: "token_embed",
+    pooling_pb2.POOLING_TASK_TOKEN_CLASSIFY: "token_classify",
+    pooling_pb2.POOLING_TASK_EMBED_SPARSE: "embed_sparse",
+}
+TASK_ENUMS = {name: value for value, name in TASK_NAMES.items()}
+
+
 def params_from_proto(msg: pooling_pb2.PoolingParams | None, task: str | None = None) -> PoolingParams | None:
-    """Decode PoolingParams; None when the request did not set the field."""
+    """Decode PoolingParams; None when the request did not set the field.
+
+    ``task`` is the call's default (e.g. "encode", "plugin"); the message's own
+    ``task`` wins when set."""
     if msg is None:
         return None
+    if msg.task != pooling_pb2.POOLING_TASK_UNSPECIFIED:
+        if msg.task not in TASK_NAMES:
+            raise invalid_argument("INVALID_PARAMS", f"unknown task {msg.task}", "params.task")
+        task = TASK_NAMES[msg.task]
     if msg.output_dtype not in OUTPUT_DTYPES:
         raise invalid_argument(
             "INVALID_PARAMS",
@@ -67,6 +91,9 @@ def params_from_proto(msg: pooling_pb2.PoolingParams | None, task: str | None = 
         truncate=msg.truncate if msg.HasField("truncate") else None,
         truncate_prompt_tokens=msg.truncate_prompt_tokens if msg.HasField("truncate_prompt_tokens") else None,
         output_dtype=OUTPUT_DTYPES[msg.output_dtype],  # type: ignore[arg-type]
+        use_activation=msg.use_activation if msg.HasField("use_activation") else None,
+        prompt_name=msg.prompt_name if msg.HasField("prompt_name") else None,
+        sparse_top_k=msg.sparse_top_k if msg.HasField("sparse_top_k") else None,
     )
     if msg.include_float_values:
         params.extra_kwargs = {"include_float_values": True}
@@ -81,9 +108,17 @@ def output_to_proto(out: PoolingRequestOutput, params: PoolingParams | None) -> 
     output_dtype = params.output_dtype if params else "float32"
     include = bool(params and params.extra_kwargs and params.extra_kwargs.get("include_float_values"))
     data = out.outputs.data if hasattr(out.outputs, "data") else out.outputs
+    pooled = pooling_pb2.PoolingOutput(data=tensor_to_proto(data, output_dtype, include))
+    labels = getattr(out.outputs, "labels", None)
+    if labels:
+        pooled.labels.extend(labels)
+    indices = getattr(out.outputs, "indices", None)
+    if indices is not None:
+        pooled.indices.extend(int(i) for i in indices.tolist())
+        pooled.tokens.extend(out.outputs.tokens or ())
     return pooling_pb2.PoolingRequestOutput(
         request_id=out.request_id,
-        outputs=pooling_pb2.PoolingOutput(data=tensor_to_proto(data, output_dtype, include)),
+        outputs=pooled,
         prompt_token_ids=out.prompt_token_ids,
         num_cached_tokens=out.num_cached_tokens,
         finished=out.finished,

@@ -12,6 +12,7 @@ import torch
 import poolstream
 from poolstream.plugins.io_processors import PluginSource
 from poolstream.tensors import dtype_to_proto
+from poolstream.server.convert import TASK_ENUMS
 from poolstream.server.state import ServerState
 from poolstream.v1 import pooling_service_pb2 as pb
 
@@ -36,6 +37,13 @@ def server_info(state: ServerState) -> pb.GetServerInfoResponse:
         model.device = str(mi.device)
         model.compute_dtype = dtype_to_proto(mi.compute_dtype)
         model.tensor_inputs.extend(mi.tensor_inputs)
+        # Pooling tasks (models/base.py); engines from before tasks existed serve embed.
+        model.tasks.extend(TASK_ENUMS[t] for t in getattr(mi, "tasks", ("embed",)) if t in TASK_ENUMS)
+        model.default_task = TASK_ENUMS.get(getattr(mi, "default_task", "embed"), 0)
+        model.labels.extend(getattr(mi, "labels", ()))
+        model.backend = getattr(mi, "backend", "native")
+        model.prompt_names.extend(getattr(mi, "prompts", {}) or {})
+        model.default_prompt_name = getattr(mi, "default_prompt_name", None) or ""
         model.text_cut_chars = int(getattr(mi, "text_cut_chars", 0))
         model.text_chars_per_token = int(getattr(mi, "text_chars_per_token", 0))
 

@@ -3,22 +3,31 @@
 Each server owns its own ``CollectorRegistry`` (so several in-process servers
 in one test process do not collide). Call-level metrics are recorded by the
 observability interceptor, prompt-level ones by :class:`ObservedEngine` (a
-thin wrapper around the engine that times every prompt), and engine gauges
-(queue depth and whatever numeric counters ``engine.stats`` exposes) are
-sampled at scrape time. Queue and inference time come exactly from each
-output's ``timing`` (the engine's clock); batch sizes come from the engine's
-``stats.recent_batches``, sampled every ``BATCH_SAMPLE_S`` and at every
-scrape.
+thin wrapper around the engine that times every prompt), and the engine's own
+counters and gauges are sampled at scrape time
+(:mod:`poolstream.server.metrics_collectors`). Queue and inference time come
+exactly from each output's ``timing`` (the engine's clock); batch sizes come
+from the engine's ``stats.recent_batches``, sampled every ``BATCH_SAMPLE_S``
+and at every scrape.
+
+Conventions (Prometheus naming, and the labels of the gRPC ecosystem's
+``grpc_server_*`` metrics): cumulative counts are counters, exposed with
+``_total``; base units (seconds, bytes) named in the metric; no precomputed
+rates or averages (PromQL derives them); a call is labelled ``grpc_service``
+(``poolstream.v1.PoolingService``), ``grpc_method`` (``Process``) and, once
+finished, ``grpc_code`` (``OK``, ``INVALID_ARGUMENT``...). The registry also has
+the client library's default ``process_*``, ``python_info`` and
+``python_gc_*`` collectors, and ``poolstream_build_info``.
 
 Names (all prefixed ``poolstream_``):
 
 =====================================  =========  ===============================================
 metric                                 type       labels / meaning
 =====================================  =========  ===============================================
-requests_total                         counter    method, code: finished RPCs
-request_errors_total                   counter    method, code, reason (ErrorInfo reason)
-request_duration_seconds               histogram  method: wall time of the RPC
-requests_in_flight                     gauge      method
+requests_total                         counter    grpc_service, grpc_method, grpc_code: finished RPCs
+request_errors_total                   counter    ... + reason (ErrorInfo reason; ``-`` without one)
+request_duration_seconds               histogram  grpc_service, grpc_method: wall time of the RPC
+requests_in_flight                     gauge      grpc_service, grpc_method
 prompts_total                          counter    outcome (ok, error, cancelled)
 prompt_tokens_total                    counter    tokens (or positions) encoded
 queue_time_seconds                     histogram  prompt admitted -> its batch started
@@ -27,8 +36,10 @@ prompt_latency_seconds                 histogram  prompt submitted -> output, as
 pre_process_time_seconds               histogram  plugin parse + pre-process per request
 post_process_time_seconds              histogram  last engine output -> plugin result per request
 batch_size                             histogram  prompts per engine batch
-queue_depth                            gauge      prompts waiting in the engine (sampled)
-engine_<stat>                          gauge      every numeric field of engine.stats (sampled)
+engine_queued_prompts                  gauge      prompts waiting in the engine (sampled; the HPA metric)
+engine_running_prompts                 gauge      prompts in the executing batch (sampled)
+engine_*_total                         counter    the engine's cumulative counters (sampled)
+build_info                             gauge      version, python, torch, cuda, grpcio, device, dtype
 =====================================  =========  ===============================================
 """
 
@@ -42,10 +53,20 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
-from poolstream.server.observability import current_call
+from poolstream.server.metrics_collectors import BuildInfoCollector, EngineCollector, engine_stats
+from poolstream.server.observability import current_call, split_method
 from poolstream.server.timing import note_output
 
 logger = logging.getLogger(__name__)
@@ -53,9 +74,12 @@ logger = logging.getLogger(__name__)
 # No `*_created` series: they double the exposition and no dashboard here uses them.
 disable_created_metrics()
 
+__all__ = ["ServerMetrics", "ObservedEngine", "Submitted", "engine_stats", "BATCH_SAMPLE_S"]
+
 BATCH_SAMPLE_S = 0.5
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_CALL = ["grpc_service", "grpc_method"]
 
 
 class ServerMetrics:
@@ -65,17 +89,24 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._engine_getter = engine_getter
+        # The client library's defaults (its global registry has them; ours is per server).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if GC_COLLECTOR is not None:  # None where the interpreter has no gc callbacks
+            GCCollector(registry=r)
+        r.register(BuildInfoCollector(engine_getter))
         if engine_getter is not None:
-            # First, so that each scrape samples the engine's recent batches before the
-            # histograms below are collected.
-            r.register(_EngineCollector(engine_getter, self.sample_batches))
-        self.requests = Counter("poolstream_requests", "Finished RPCs by method and status code",
-                                ["method", "code"], registry=r)
-        self.errors = Counter("poolstream_request_errors", "Failed RPCs by method, code and ErrorInfo reason",
-                              ["method", "code", "reason"], registry=r)
-        self.duration = Histogram("poolstream_request_duration_seconds", "RPC wall time", ["method"],
+            # Before the histograms below, so that each scrape samples the engine's recent
+            # batches before they are collected.
+            r.register(EngineCollector(engine_getter, self.sample_batches))
+        self.requests = Counter("poolstream_requests", "Finished RPCs by service, method and status code",
+                                [*_CALL, "grpc_code"], registry=r)
+        self.errors = Counter("poolstream_request_errors",
+                              "Failed RPCs by service, method, status code and ErrorInfo reason",
+                              [*_CALL, "grpc_code", "reason"], registry=r)
+        self.duration = Histogram("poolstream_request_duration_seconds", "RPC wall time", _CALL,
                                   buckets=_LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("poolstream_requests_in_flight", "RPCs in progress", ["method"], registry=r)
+        self.in_flight = Gauge("poolstream_requests_in_flight", "RPCs in progress", _CALL, registry=r)
         self.prompts = Counter("poolstream_prompts", "Prompts finished by the engine, by outcome",
                                ["outcome"], registry=r)
         self.tokens = Counter("poolstream_prompt_tokens", "Tokens (or model positions) encoded", registry=r)
@@ -98,7 +129,7 @@ class ServerMetrics:
         self._in_flight_children: dict[str, Gauge] = {}
         self._call_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._prompt_children: dict[str, Counter] = {}
-        self._http = None
+        self._http: Any = None
         self.port = 0
         self._last_batch = 0  # index of the last engine batch recorded
         self._batch_lock = threading.Lock()
@@ -123,10 +154,11 @@ class ServerMetrics:
     # Labelled children are looked up once per label set: ``labels()`` validates and locks on
     # every call, a measurable part of a ~10 ms request. Methods and codes are few (an
     # unknown method never reaches the interceptor), so the caches stay small.
+    # ``method`` is the gRPC path, ``/package.Service/Method``.
     def in_flight_of(self, method: str) -> Gauge:
         child = self._in_flight_children.get(method)
         if child is None:
-            child = self._in_flight_children[method] = self.in_flight.labels(method)
+            child = self._in_flight_children[method] = self.in_flight.labels(*split_method(method))
         return child
 
     def prompts_of(self, outcome: str) -> Counter:
@@ -138,12 +170,13 @@ class ServerMetrics:
     def observe_call(self, method: str, code: str, duration_s: float, reason: str = "") -> None:
         children = self._call_children.get((method, code))
         if children is None:
+            service, name = split_method(method)
             children = self._call_children[(method, code)] = (
-                self.requests.labels(method, code), self.duration.labels(method))
+                self.requests.labels(service, name, code), self.duration.labels(service, name))
         children[0].inc()
         children[1].observe(duration_s)
         if code != "OK":
-            self.errors.labels(method, code, reason or "-").inc()
+            self.errors.labels(*split_method(method), code, reason or "-").inc()
 
     def observe_timing(self, timing: Any) -> None:
         """A finished prompt's engine timing (``PoolingRequestOutput.timing``)."""
@@ -179,55 +212,6 @@ class ServerMetrics:
                 self.sample_batches()
             except Exception:
                 logger.debug("batch sampling failed", exc_info=True)
-
-
-class _EngineCollector:
-    """Samples the engine at scrape time: queue depth and every numeric stat."""
-
-    def __init__(self, engine_getter: Callable[[], Any], on_stats: Callable[[dict[str, Any]], None]):
-        self.engine_getter = engine_getter
-        self.on_stats = on_stats
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        engine = self.engine_getter()
-        if engine is None:
-            return
-        try:
-            stats = engine_stats(engine)
-            self.on_stats(stats)
-        except Exception:
-            logger.debug("engine stats unavailable", exc_info=True)
-            return
-        depth = GaugeMetricFamily("poolstream_queue_depth", "Prompts waiting in the engine queue")
-        queued = next((stats[k] for k in ("queued_prompts", "num_waiting", "queue_depth") if k in stats), None)
-        if queued is not None:
-            depth.add_metric([], float(queued))
-            yield depth
-        for key, value in sorted(stats.items()):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            yield GaugeMetricFamily(f"poolstream_engine_{_metric_name(key)}", f"engine.stats {key}", value=value)
-
-
-def engine_stats(engine: Any) -> dict[str, Any]:
-    """``engine.stats`` (attribute or method; dataclass, dict or object) as a flat dict."""
-    stats = getattr(engine, "stats", None)
-    if callable(stats):
-        stats = stats()
-    if stats is None:
-        return {}
-    if dataclasses.is_dataclass(stats):
-        return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
-    if isinstance(stats, dict):
-        return dict(stats)
-    return {k: v for k, v in vars(stats).items() if not k.startswith("_")}
-
-
-def _metric_name(key: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in key).strip("_").lower()
 
 
 @dataclasses.dataclass(slots=True)

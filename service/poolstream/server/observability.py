@@ -136,12 +136,31 @@ def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
     return None
 
 
+def split_method(method: str) -> tuple[str, str]:
+    """``/package.Service/Method`` -> (``package.Service``, ``Method``); a path that is not
+    of that form is its own service name with an empty method."""
+    service, sep, name = method.lstrip("/").rpartition("/")
+    return (service, name) if sep else (method, "")
+
+
+# Status codes that make a SERVER span an error, per the OpenTelemetry RPC semantic
+# conventions for gRPC: a server span is Error only when the server failed. Client-side
+# errors (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, CANCELLED, UNAUTHENTICATED,
+# FAILED_PRECONDITION...) leave it Unset: the server did its job by refusing them.
+SERVER_ERROR_CODES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+                                "DATA_LOSS"})
+_STATUS_NUMBERS: dict[str, int] = {}
+
 _server_tracer: Any = None
 
 
 def start_server_span(method: str, metadata: Iterable[Any] | None) -> tuple[Any, Any]:
     """An OpenTelemetry SERVER span parented on the caller's ``traceparent``, made current:
     (span, context token), or (None, None) without otel. ``finish_server_span`` ends it.
+
+    Named and attributed per the RPC semantic conventions: span name
+    ``package.Service/Method`` (the path without its leading slash), ``rpc.system``
+    ``grpc``, ``rpc.service``, ``rpc.method``; ``end_span`` adds ``rpc.grpc.status_code``.
 
     What ``start_as_current_span`` does (start the span, make it current, end it on
     exit), in two plain calls and with the tracer fetched once: on every call of a
@@ -158,9 +177,10 @@ def start_server_span(method: str, metadata: Iterable[Any] | None) -> tuple[Any,
         k, v = item[0], item[1]
         if k in ("traceparent", "tracestate", "baggage"):
             carrier[k] = v.decode("latin-1") if isinstance(v, bytes) else v
+    service, name = split_method(method)
     span = _server_tracer.start_span(
-        method, context=_otel_propagate.extract(carrier), kind=_otel_trace.SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.method": method},
+        method.lstrip("/"), context=_otel_propagate.extract(carrier), kind=_otel_trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
     )
     return span, _otel_context.attach(_otel_trace.set_span_in_context(span))
 
@@ -188,17 +208,29 @@ def _detach(token: Any) -> None:
         pass
 
 
+def status_number(code: str) -> int:
+    """The numeric gRPC status of a ``grpc.StatusCode`` name (2, UNKNOWN, for an unknown name)."""
+    number = _STATUS_NUMBERS.get(code)
+    if number is None:
+        import grpc
+
+        number = next((c.value[0] for c in grpc.StatusCode if c.name == code), 2)
+        _STATUS_NUMBERS[code] = number
+    return number
+
+
 def end_span(span: Any, code: str, reason: str) -> None:
-    """Record the gRPC status on the call's span (semantic conventions: rpc.grpc.status_code)."""
+    """Record the call's gRPC status on its span: ``rpc.grpc.status_code`` always, the span
+    status Error only for the server-error codes of the semantic conventions
+    (``SERVER_ERROR_CODES``), then with the code as ``error.type`` and the ErrorInfo reason
+    in its description; the reason is also ``poolstream.error_reason`` on any failed call."""
     if span is None or not HAVE_OTEL or not span.is_recording():
         return
-    import grpc
-
-    value = next((c.value[0] for c in grpc.StatusCode if c.name == code), 2)
-    span.set_attribute("rpc.grpc.status_code", value)
+    span.set_attribute("rpc.grpc.status_code", status_number(code))
     if reason:
         span.set_attribute("poolstream.error_reason", reason)
-    if code != "OK":
+    if code in SERVER_ERROR_CODES:
+        span.set_attribute("error.type", code)
         span.set_status(_otel_trace.Status(_otel_trace.StatusCode.ERROR, f"{code} {reason}".strip()))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from poolstream import scoring
 from poolstream.engine.errors import jittered_retry_delay
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.outputs import PoolingRequestOutput
@@ -227,6 +228,43 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
             raise
         except Exception as e:
             return _prompt_error(index, e)
+
+    # -- Rerank ------------------------------------------------------------
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:
+        """TEI-style rerank over the transport-neutral ``poolstream.scoring.rerank``."""
+        await self._admit_call(context)
+        try:
+            try:
+                engine = self._engine()
+                limits = self.state.config.limits
+                if not request.documents:
+                    raise invalid_argument("INVALID_PROMPT", "at least one document is required", "documents")
+                if len(request.documents) > limits.max_prompts_per_request:
+                    raise invalid_argument(
+                        "TOO_MANY_PROMPTS",
+                        f"{len(request.documents)} documents; at most {limits.max_prompts_per_request} per request",
+                        "documents")
+                if request.HasField("top_n") and request.top_n < 1:
+                    raise invalid_argument("INVALID_PARAMS", "top_n must be >= 1", "top_n")
+                request_id = _request_id(request.request_id, context)
+                result = await scoring.rerank(
+                    engine, request.query, list(request.documents), request_id=request_id,
+                    priority=request.priority, deadline=monotonic_deadline(context.time_remaining()),
+                    raw_scores=request.raw_scores, return_text=request.return_text,
+                    truncate=request.truncate if request.HasField("truncate") else None,
+                    top_n=request.top_n if request.HasField("top_n") else None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                await abort(context, e)
+            return pb.RerankResponse(
+                request_id=request_id,
+                results=[pb.RerankResult(index=r.index, score=r.score, text=r.text, truncated=r.truncated)
+                         for r in result.results],
+                usage=pb.Usage(prompt_count=len(request.documents), prompt_tokens=result.prompt_tokens),
+                method=result.method)
+        finally:
+            self.state.active_calls -= 1
 
     # -- GetServerInfo -----------------------------------------------------
     async def GetServerInfo(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from poolstream.v1 import tensor_pb2 as poolstream_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpoolstream/v1/pooling.proto\x12\rpoolstream.v1\x1a\x1apoolstream/v1/tensor.proto\"\xa3\x01\n\x06Prompt\x12\x14\n\x04text\x18\x01 \x01(\tH\x00R\x04text\x12\x36\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x17.poolstream.v1.TokenIdsH\x00R\x08tokenIds\x12\x42\n\x0bmulti_modal\x18\x03 \x01(\x0b\x32\x1f.poolstream.v1.MultiModalPromptH\x00R\nmultiModalB\x07\n\x05input\"\x1c\n\x08TokenIds\x12\x10\n\x03ids\x18\x01 \x03(\rR\x03ids\"\xf5\x01\n\x10MultiModalPrompt\x12(\n\x10prompt_token_ids\x18\x01 \x03(\rR\x0epromptTokenIds\x12]\n\x10multi_modal_data\x18\x02 \x03(\x0b\x32\x33.poolstream.v1.MultiModalPrompt.MultiModalDataEntryR\x0emultiModalData\x1aX\n\x13MultiModalDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x15.poolstream.v1.TensorR\x05value:\x02\x38\x01\"\xe3\x02\n\rPoolingParams\x12!\n\tnormalize\x18\x01 \x01(\x08H\x00R\tnormalize\x88\x01\x01\x12#\n\ndimensions\x18\x02 \x01(\rH\x01R\ndimensions\x88\x01\x01\x12\x1f\n\x08truncate\x18\x03 \x01(\x08H\x02R\x08truncate\x88\x01\x01\x12\x39\n\x16truncate_prompt_tokens\x18\x04 \x01(\rH\x03R\x14truncatePromptTokens\x88\x01\x01\x12\x37\n\x0coutput_dtype\x18\x05 \x01(\x0e\x32\x14.poolstream.v1.DTypeR\x0boutputDtype\x12\x30\n\x14include_float_values\x18\x06 \x01(\x08R\x12includeFloatValuesB\x0c\n\n_normalizeB\r\n\x0b_dimensionsB\x0b\n\t_truncateB\x19\n\x17_truncate_prompt_tokens\":\n\rPoolingOutput\x12)\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x15.poolstream.v1.TensorR\x04\x64\x61ta\"\xfd\x01\n\x14PoolingRequestOutput\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x36\n\x07outputs\x18\x02 \x01(\x0b\x32\x1c.poolstream.v1.PoolingOutputR\x07outputs\x12(\n\x10prompt_token_ids\x18\x03 \x03(\rR\x0epromptTokenIds\x12*\n\x11num_cached_tokens\x18\x04 \x01(\rR\x0fnumCachedTokens\x12\x1a\n\x08\x66inished\x18\x05 \x01(\x08R\x08\x66inished\x12\x1c\n\ttruncated\x18\x06 \x01(\x08R\ttruncatedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpoolstream/v1/pooling.proto\x12\rpoolstream.v1\x1a\x1apoolstream/v1/tensor.proto\"\xdb\x01\n\x06Prompt\x12\x14\n\x04text\x18\x01 \x01(\tH\x00R\x04text\x12\x36\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x17.poolstream.v1.TokenIdsH\x00R\x08tokenIds\x12\x42\n\x0bmulti_modal\x18\x03 \x01(\x0b\x32\x1f.poolstream.v1.MultiModalPromptH\x00R\nmultiModal\x12\x36\n\ttext_pair\x18\x04 \x01(\x0b\x32\x17.poolstream.v1.TextPairH\x00R\x08textPairB\x07\n\x05input\";\n\x08TextPair\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x1b\n\ttext_pair\x18\x02 \x01(\tR\x08textPair\"B\n\x08TokenIds\x12\x10\n\x03ids\x18\x01 \x03(\rR\x03ids\x12$\n\x0etoken_type_ids\x18\x02 \x03(\rR\x0ctokenTypeIds\"\xf5\x01\n\x10MultiModalPrompt\x12(\n\x10prompt_token_ids\x18\x01 \x03(\rR\x0epromptTokenIds\x12]\n\x10multi_modal_data\x18\x02 \x03(\x0b\x32\x33.poolstream.v1.MultiModalPrompt.MultiModalDataEntryR\x0emultiModalData\x1aX\n\x13MultiModalDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x15.poolstream.v1.TensorR\x05value:\x02\x38\x01\"\xc0\x04\n\rPoolingParams\x12!\n\tnormalize\x18\x01 \x01(\x08H\x00R\tnormalize\x88\x01\x01\x12#\n\ndimensions\x18\x02 \x01(\rH\x01R\ndimensions\x88\x01\x01\x12\x1f\n\x08truncate\x18\x03 \x01(\x08H\x02R\x08truncate\x88\x01\x01\x12\x39\n\x16truncate_prompt_tokens\x18\x04 \x01(\rH\x03R\x14truncatePromptTokens\x88\x01\x01\x12\x37\n\x0coutput_dtype\x18\x05 \x01(\x0e\x32\x14.poolstream.v1.DTypeR\x0boutputDtype\x12\x30\n\x14include_float_values\x18\x06 \x01(\x08R\x12includeFloatValues\x12.\n\x04task\x18\x07 \x01(\x0e\x32\x1a.poolstream.v1.PoolingTaskR\x04task\x12*\n\x0euse_activation\x18\x08 \x01(\x08H\x04R\ruseActivation\x88\x01\x01\x12$\n\x0bprompt_name\x18\t \x01(\tH\x05R\npromptName\x88\x01\x01\x12%\n\x0csparse_top_k\x18\n \x01(\rH\x06R\nsparseTopK\x88\x01\x01\x42\x0c\n\n_normalizeB\r\n\x0b_dimensionsB\x0b\n\t_truncateB\x19\n\x17_truncate_prompt_tokensB\x11\n\x0f_use_activationB\x0e\n\x0c_prompt_nameB\x0f\n\r_sparse_top_k\"\x84\x01\n\rPoolingOutput\x12)\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x15.poolstream.v1.TensorR\x04\x64\x61ta\x12\x16\n\x06labels\x18\x02 \x03(\tR\x06labels\x12\x18\n\x07indices\x18\x03 \x03(\rR\x07indices\x12\x16\n\x06tokens\x18\x04 \x03(\tR\x06tokens\"\xfd\x01\n\x14PoolingRequestOutput\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x36\n\x07outputs\x18\x02 \x01(\x0b\x32\x1c.poolstream.v1.PoolingOutputR\x07outputs\x12(\n\x10prompt_token_ids\x18\x03 \x03(\rR\x0epromptTokenIds\x12*\n\x11num_cached_tokens\x18\x04 \x01(\rR\x0fnumCachedTokens\x12\x1a\n\x08\x66inished\x18\x05 \x01(\x08R\x08\x66inished\x12\x1c\n\ttruncated\x18\x06 \x01(\x08R\ttruncated*\xd4\x01\n\x0bPoolingTask\x12\x1c\n\x18POOLING_TASK_UNSPECIFIED\x10\x00\x12\x16\n\x12POOLING_TASK_EMBED\x10\x01\x12\x19\n\x15POOLING_TASK_CLASSIFY\x10\x02\x12\x16\n\x12POOLING_TASK_SCORE\x10\x03\x12\x1c\n\x18POOLING_TASK_TOKEN_EMBED\x10\x04\x12\x1f\n\x1bPOOLING_TASK_TOKEN_CLASSIFY\x10\x05\x12\x1d\n\x19POOLING_TASK_EMBED_SPARSE\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MULTIMODALPROMPT_MULTIMODALDATAENTRY']._loaded_options = None
   _globals['_MULTIMODALPROMPT_MULTIMODALDATAENTRY']._serialized_options = b'8\001'
+  _globals['_POOLINGTASK']._serialized_start=1644
+  _globals['_POOLINGTASK']._serialized_end=1856
   _globals['_PROMPT']._serialized_start=75
-  _globals['_PROMPT']._serialized_end=238
-  _globals['_TOKENIDS']._serialized_start=240
-  _globals['_TOKENIDS']._serialized_end=268
-  _globals['_MULTIMODALPROMPT']._serialized_start=271
-  _globals['_MULTIMODALPROMPT']._serialized_end=516
-  _globals['_MULTIMODALPROMPT_MULTIMODALDATAENTRY']._serialized_start=428
-  _globals['_MULTIMODALPROMPT_MULTIMODALDATAENTRY']._serialized_end=516
-  _globals['_POOLINGPARAMS']._serialized_start=519
-  _globals['_POOLINGPARAMS']._serialized_end=874
-  _globals['_POOLINGOUTPUT']._serialized_start=876
-  _globals['_POOLINGOUTPUT']._serialized_end=934
-  _globals['_POOLINGREQUESTOUTPUT']._serialized_start=937
-  _globals['_POOLINGREQUESTOUTPUT']._serialized_end=1190
+  _globals['_PROMPT']._serialized_end=294
+  _globals['_TEXTPAIR']._serialized_start=296
+  _globals['_TEXTPAIR']._serialized_end=355
+  _globals['_TOKENIDS']._serialized_start=357
+  _globals['_TOKENIDS']._serialized_end=423
+  _globals['_MULTIMODALPROMPT']._serialized_start=426
+  _globals['_MULTIMODALPROMPT']._serialized_end=671
+  _globals['_MULTIMODALPROMPT_MULTIMODALDATAENTRY']._serialized_start=583
+  _globals['_MULTIMODALPROMPT_MULTIMODALDATAENTRY']._serialized_end=671
+  _globals['_POOLINGPARAMS']._serialized_start=674
+  _globals['_POOLINGPARAMS']._serialized_end=1250
+  _globals['_POOLINGOUTPUT']._serialized_start=1253
+  _globals['_POOLINGOUTPUT']._serialized_end=1385
+  _globals['_POOLINGREQUESTOUTPUT']._serialized_start=1388
+  _globals['_POOLINGREQUESTOUTPUT']._serialized_end=1641
 # @@protoc_insertion_point(module_scope)

@@ -151,6 +151,50 @@ class EncodeAllResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[EncodeResponse]
     def __init__(self, results: _Optional[_Iterable[_Union[EncodeResponse, _Mapping]]] = ...) -> None: ...
 
+class RerankRequest(_message.Message):
+    __slots__ = ("request_id", "query", "documents", "priority", "return_text", "raw_scores", "truncate", "top_n")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TEXT_FIELD_NUMBER: _ClassVar[int]
+    RAW_SCORES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    query: str
+    documents: _containers.RepeatedScalarFieldContainer[str]
+    priority: int
+    return_text: bool
+    raw_scores: bool
+    truncate: bool
+    top_n: int
+    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., return_text: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncate: _Optional[bool] = ..., top_n: _Optional[int] = ...) -> None: ...
+
+class RerankResult(_message.Message):
+    __slots__ = ("index", "score", "text", "truncated")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    score: float
+    text: str
+    truncated: bool
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., text: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class RerankResponse(_message.Message):
+    __slots__ = ("request_id", "results", "usage", "method")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    results: _containers.RepeatedCompositeFieldContainer[RerankResult]
+    usage: Usage
+    method: str
+    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., method: _Optional[str] = ...) -> None: ...
+
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -168,7 +212,7 @@ class GetServerInfoResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., plugin: _Optional[_Union[PluginInfo, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "path", "architecture", "output_shape", "output_dtype", "max_model_len", "pooling", "normalize", "device", "compute_dtype", "tensor_inputs", "text_cut_chars", "text_chars_per_token")
+    __slots__ = ("name", "path", "architecture", "output_shape", "output_dtype", "max_model_len", "pooling", "normalize", "device", "compute_dtype", "tensor_inputs", "tasks", "default_task", "labels", "backend", "prompt_names", "default_prompt_name", "text_cut_chars", "text_chars_per_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +224,12 @@ class ModelInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     TENSOR_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TASK_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAMES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     TEXT_CUT_CHARS_FIELD_NUMBER: _ClassVar[int]
     TEXT_CHARS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
@@ -193,9 +243,15 @@ class ModelInfo(_message.Message):
     device: str
     compute_dtype: _tensor_pb2.DType
     tensor_inputs: _containers.RepeatedScalarFieldContainer[str]
+    tasks: _containers.RepeatedScalarFieldContainer[_pooling_pb2.PoolingTask]
+    default_task: _pooling_pb2.PoolingTask
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    backend: str
+    prompt_names: _containers.RepeatedScalarFieldContainer[str]
+    default_prompt_name: str
     text_cut_chars: int
     text_chars_per_token: int
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., architecture: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., max_model_len: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., device: _Optional[str] = ..., compute_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., tensor_inputs: _Optional[_Iterable[str]] = ..., text_cut_chars: _Optional[int] = ..., text_chars_per_token: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., architecture: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., max_model_len: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., device: _Optional[str] = ..., compute_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., tensor_inputs: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[_pooling_pb2.PoolingTask, str]]] = ..., default_task: _Optional[_Union[_pooling_pb2.PoolingTask, str]] = ..., labels: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., default_prompt_name: _Optional[str] = ..., text_cut_chars: _Optional[int] = ..., text_chars_per_token: _Optional[int] = ...) -> None: ...
 
 class PluginInfo(_message.Message):
     __slots__ = ("name", "source", "class_name", "available", "input_types", "output_types", "input_media_types")

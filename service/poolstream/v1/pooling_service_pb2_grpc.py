@@ -91,6 +91,11 @@ class PoolingServiceStub:
                 request_serializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllRequest.SerializeToString,
                 response_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/poolstream.v1.PoolingService/Rerank',
+                request_serializer=poolstream_dot_v1_dot_pooling__service__pb2.RerankRequest.SerializeToString,
+                response_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.RerankResponse.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/poolstream.v1.PoolingService/GetServerInfo',
                 request_serializer=poolstream_dot_v1_dot_pooling__service__pb2.GetServerInfoRequest.SerializeToString,
@@ -173,6 +178,17 @@ class PoolingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Rerank scores N documents against one query and returns them ranked,
+        best first (TEI's and Cohere's rerank). A model with a SCORE task
+        (cross-encoder) scores each (query, document) pair; an embedding model
+        scores the cosine similarity of their embeddings. Any failure (a document
+        too long with truncate false, ...) fails the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerInfo(self, request, context):
         """GetServerInfo describes the model, the active plugin, limits and
         versions.
@@ -203,6 +219,11 @@ def add_PoolingServiceServicer_to_server(servicer, server):
                     servicer.EncodeAll,
                     request_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllRequest.FromString,
                     response_serializer=poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=poolstream_dot_v1_dot_pooling__service__pb2.RerankRequest.FromString,
+                    response_serializer=poolstream_dot_v1_dot_pooling__service__pb2.RerankResponse.SerializeToString,
             ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
@@ -355,6 +376,33 @@ class PoolingService:
             '/poolstream.v1.PoolingService/EncodeAll',
             poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllRequest.SerializeToString,
             poolstream_dot_v1_dot_pooling__service__pb2.EncodeAllResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolstream.v1.PoolingService/Rerank',
+            poolstream_dot_v1_dot_pooling__service__pb2.RerankRequest.SerializeToString,
+            poolstream_dot_v1_dot_pooling__service__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

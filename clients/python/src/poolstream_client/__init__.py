@@ -8,7 +8,8 @@ with `message_class("full.name")`.
 
 from . import payloads, tensors
 from ._messages import message_class, text_embedding_v1, v1
-from .client import AsyncClient, Client, PoolstreamError, ProcessResult, pooling_params
+from .client import AsyncClient, Client, ProcessResult, RetryPolicy, ServerLimits, pooling_params
+from .errors import FieldViolation, PoolstreamError
 from .tensors import from_numpy, from_torch, to_numpy, to_torch
 
 __version__ = "0.1.0"
@@ -16,8 +17,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "Client",
+    "FieldViolation",
     "PoolstreamError",
     "ProcessResult",
+    "RetryPolicy",
+    "ServerLimits",
     "from_numpy",
     "from_torch",
     "message_class",

@@ -32,6 +32,12 @@ type PoolingServiceClient interface {
 	// HTTP gateways, simple stubs); a bad prompt is reported in its result and
 	// does not fail the call.
 	EncodeAll(ctx context.Context, in *EncodeAllRequest, opts ...grpc.CallOption) (*EncodeAllResponse, error)
+	// Rerank scores N documents against one query and returns them ranked,
+	// best first (TEI's and Cohere's rerank). A model with a SCORE task
+	// (cross-encoder) scores each (query, document) pair; an embedding model
+	// scores the cosine similarity of their embeddings. Any failure (a document
+	// too long with truncate false, ...) fails the call.
+	Rerank(ctx context.Context, in *RerankRequest, opts ...grpc.CallOption) (*RerankResponse, error)
 	// GetServerInfo describes the model, the active plugin, limits and
 	// versions.
 	GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error)
@@ -127,6 +133,15 @@ func (c *poolingServiceClient) EncodeAll(ctx context.Context, in *EncodeAllReque
 	return out, nil
 }
 
+func (c *poolingServiceClient) Rerank(ctx context.Context, in *RerankRequest, opts ...grpc.CallOption) (*RerankResponse, error) {
+	out := new(RerankResponse)
+	err := c.cc.Invoke(ctx, "/poolstream.v1.PoolingService/Rerank", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *poolingServiceClient) GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error) {
 	out := new(GetServerInfoResponse)
 	err := c.cc.Invoke(ctx, "/poolstream.v1.PoolingService/GetServerInfo", in, out, opts...)
@@ -155,6 +170,12 @@ type PoolingServiceServer interface {
 	// HTTP gateways, simple stubs); a bad prompt is reported in its result and
 	// does not fail the call.
 	EncodeAll(context.Context, *EncodeAllRequest) (*EncodeAllResponse, error)
+	// Rerank scores N documents against one query and returns them ranked,
+	// best first (TEI's and Cohere's rerank). A model with a SCORE task
+	// (cross-encoder) scores each (query, document) pair; an embedding model
+	// scores the cosine similarity of their embeddings. Any failure (a document
+	// too long with truncate false, ...) fails the call.
+	Rerank(context.Context, *RerankRequest) (*RerankResponse, error)
 	// GetServerInfo describes the model, the active plugin, limits and
 	// versions.
 	GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error)
@@ -176,6 +197,9 @@ func (UnimplementedPoolingServiceServer) Encode(*EncodeRequest, PoolingService_E
 }
 func (UnimplementedPoolingServiceServer) EncodeAll(context.Context, *EncodeAllRequest) (*EncodeAllResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method EncodeAll not implemented")
+}
+func (UnimplementedPoolingServiceServer) Rerank(context.Context, *RerankRequest) (*RerankResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Rerank not implemented")
 }
 func (UnimplementedPoolingServiceServer) GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetServerInfo not implemented")
@@ -271,6 +295,24 @@ func _PoolingService_EncodeAll_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PoolingService_Rerank_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RerankRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolingServiceServer).Rerank(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/poolstream.v1.PoolingService/Rerank",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolingServiceServer).Rerank(ctx, req.(*RerankRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PoolingService_GetServerInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetServerInfoRequest)
 	if err := dec(in); err != nil {
@@ -300,6 +342,10 @@ var _PoolingService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EncodeAll",
 			Handler:    _PoolingService_EncodeAll_Handler,
+		},
+		{
+			MethodName: "Rerank",
+			Handler:    _PoolingService_Rerank_Handler,
 		},
 		{
 			MethodName: "GetServerInfo",

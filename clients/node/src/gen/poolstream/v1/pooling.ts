@@ -13,6 +13,91 @@ export const protobufPackage = "poolstream.v1";
 export const protobufFileName = "poolstream/v1/pooling.proto";
 
 /**
+ * PoolingTask selects what the model computes for a prompt, like vLLM's
+ * `PoolingParams.task`. GetServerInfo lists the tasks a model serves; any
+ * other is INVALID_ARGUMENT.
+ */
+export enum PoolingTask {
+  /** POOLING_TASK_UNSPECIFIED - The model's default task (GetServerInfo's `default_task`). */
+  POOLING_TASK_UNSPECIFIED = 0,
+  /** POOLING_TASK_EMBED - A pooled embedding (normalize and dimensions apply). */
+  POOLING_TASK_EMBED = 1,
+  /**
+   * POOLING_TASK_CLASSIFY - Sequence classification: one score per label (softmax, or sigmoid for one
+   * label, unless use_activation is false); labels in PoolingOutput.labels.
+   */
+  POOLING_TASK_CLASSIFY = 2,
+  /**
+   * POOLING_TASK_SCORE - A cross-encoder's relevance score of a TextPair prompt (sigmoid for one
+   * label, as sentence-transformers' CrossEncoder, unless use_activation is
+   * false).
+   */
+  POOLING_TASK_SCORE = 3,
+  /** POOLING_TASK_TOKEN_EMBED - One embedding per token (ColBERT-style): a (tokens, hidden) tensor. */
+  POOLING_TASK_TOKEN_EMBED = 4,
+  /** POOLING_TASK_TOKEN_CLASSIFY - One set of label scores per token (NER): a (tokens, labels) tensor. */
+  POOLING_TASK_TOKEN_CLASSIFY = 5,
+  /**
+   * POOLING_TASK_EMBED_SPARSE - SPLADE sparse embedding: PoolingOutput.data holds the weights of the
+   * vocabulary terms in PoolingOutput.indices / tokens, largest first.
+   */
+  POOLING_TASK_EMBED_SPARSE = 6,
+  UNRECOGNIZED = -1,
+}
+
+export function poolingTaskFromJSON(object: any): PoolingTask {
+  switch (object) {
+    case 0:
+    case "POOLING_TASK_UNSPECIFIED":
+      return PoolingTask.POOLING_TASK_UNSPECIFIED;
+    case 1:
+    case "POOLING_TASK_EMBED":
+      return PoolingTask.POOLING_TASK_EMBED;
+    case 2:
+    case "POOLING_TASK_CLASSIFY":
+      return PoolingTask.POOLING_TASK_CLASSIFY;
+    case 3:
+    case "POOLING_TASK_SCORE":
+      return PoolingTask.POOLING_TASK_SCORE;
+    case 4:
+    case "POOLING_TASK_TOKEN_EMBED":
+      return PoolingTask.POOLING_TASK_TOKEN_EMBED;
+    case 5:
+    case "POOLING_TASK_TOKEN_CLASSIFY":
+      return PoolingTask.POOLING_TASK_TOKEN_CLASSIFY;
+    case 6:
+    case "POOLING_TASK_EMBED_SPARSE":
+      return PoolingTask.POOLING_TASK_EMBED_SPARSE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return PoolingTask.UNRECOGNIZED;
+  }
+}
+
+export function poolingTaskToJSON(object: PoolingTask): string {
+  switch (object) {
+    case PoolingTask.POOLING_TASK_UNSPECIFIED:
+      return "POOLING_TASK_UNSPECIFIED";
+    case PoolingTask.POOLING_TASK_EMBED:
+      return "POOLING_TASK_EMBED";
+    case PoolingTask.POOLING_TASK_CLASSIFY:
+      return "POOLING_TASK_CLASSIFY";
+    case PoolingTask.POOLING_TASK_SCORE:
+      return "POOLING_TASK_SCORE";
+    case PoolingTask.POOLING_TASK_TOKEN_EMBED:
+      return "POOLING_TASK_TOKEN_EMBED";
+    case PoolingTask.POOLING_TASK_TOKEN_CLASSIFY:
+      return "POOLING_TASK_TOKEN_CLASSIFY";
+    case PoolingTask.POOLING_TASK_EMBED_SPARSE:
+      return "POOLING_TASK_EMBED_SPARSE";
+    case PoolingTask.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
  * Prompt is one model input: text, token ids, or tensors. It mirrors vLLM's
  * PromptType (TextPrompt, TokensPrompt, and a prompt with multi_modal_data).
  */
@@ -26,13 +111,37 @@ export interface Prompt {
     | TokenIds
     | undefined;
   /** Tensor inputs for models that take them (vision, geospatial). */
-  multiModal?: MultiModalPrompt | undefined;
+  multiModal?:
+    | MultiModalPrompt
+    | undefined;
+  /**
+   * Two texts encoded as one pair (the tokenizer's pair template and token
+   * type ids), as cross-encoders take a query and a document for the
+   * SCORE task (or CLASSIFY of a text pair).
+   */
+  textPair?: TextPair | undefined;
+}
+
+/**
+ * TextPair is a (text, text_pair) prompt: sentence-transformers'
+ * CrossEncoder input and the tokenizer's `text`/`text_pair` arguments.
+ */
+export interface TextPair {
+  /** The first text (e.g. the query). */
+  text: string;
+  /** The second text (e.g. the document). */
+  textPair: string;
 }
 
 /** TokenIds wraps a token id sequence so it can sit in a oneof. */
 export interface TokenIds {
   /** Token ids in the model's vocabulary. */
   ids: number[];
+  /**
+   * Token type (segment) ids, one per id, for pre-tokenized pairs; empty:
+   * all zero.
+   */
+  tokenTypeIds: number[];
 }
 
 /**
@@ -92,6 +201,28 @@ export interface PoolingParams {
   outputDtype: DType;
   /** Also fill `Tensor.float_values` in outputs (for grpcurl and debugging). */
   includeFloatValues: boolean;
+  /** What the model computes. Unset: the model's default task. */
+  task: PoolingTask;
+  /**
+   * CLASSIFY, SCORE, TOKEN_CLASSIFY: apply the model's activation (softmax,
+   * or sigmoid for one label). False: raw logits. Unset: true.
+   */
+  useActivation?:
+    | boolean
+    | undefined;
+  /**
+   * A sentence-transformers prompt name (GetServerInfo's `prompt_names`),
+   * whose text is prepended to text prompts. Unset: the model's default
+   * prompt, if it has one. An unknown name is INVALID_ARGUMENT.
+   */
+  promptName?:
+    | string
+    | undefined;
+  /**
+   * EMBED_SPARSE: keep at most this many terms (the largest). Unset: every
+   * term with a nonzero weight.
+   */
+  sparseTopK?: number | undefined;
 }
 
 /**
@@ -103,7 +234,18 @@ export interface PoolingOutput {
    * The pooled tensor: an embedding (dim), class scores (classes), or a
    * per-pixel map (classes, height, width), depending on the model.
    */
-  data: Tensor | undefined;
+  data:
+    | Tensor
+    | undefined;
+  /**
+   * CLASSIFY, SCORE, TOKEN_CLASSIFY: the label of each score (the last
+   * dimension of `data`), from the model's config.json `id2label`.
+   */
+  labels: string[];
+  /** EMBED_SPARSE: the vocabulary id of each value of `data`. */
+  indices: number[];
+  /** EMBED_SPARSE: the token string of each value of `data`. */
+  tokens: string[];
 }
 
 /**
@@ -131,7 +273,7 @@ export interface PoolingRequestOutput {
 }
 
 function createBasePrompt(): Prompt {
-  return { text: undefined, tokenIds: undefined, multiModal: undefined };
+  return { text: undefined, tokenIds: undefined, multiModal: undefined, textPair: undefined };
 }
 
 export const Prompt: MessageFns<Prompt> = {
@@ -144,6 +286,9 @@ export const Prompt: MessageFns<Prompt> = {
     }
     if (message.multiModal !== undefined) {
       MultiModalPrompt.encode(message.multiModal, writer.uint32(26).fork()).join();
+    }
+    if (message.textPair !== undefined) {
+      TextPair.encode(message.textPair, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -185,6 +330,14 @@ export const Prompt: MessageFns<Prompt> = {
             message.multiModal = MultiModalPrompt.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.textPair = TextPair.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -210,6 +363,11 @@ export const Prompt: MessageFns<Prompt> = {
         : isSet(object.multi_modal)
         ? MultiModalPrompt.fromJSON(object.multi_modal)
         : undefined,
+      textPair: isSet(object.textPair)
+        ? TextPair.fromJSON(object.textPair)
+        : isSet(object.text_pair)
+        ? TextPair.fromJSON(object.text_pair)
+        : undefined,
     };
   },
 
@@ -223,6 +381,9 @@ export const Prompt: MessageFns<Prompt> = {
     }
     if (message.multiModal !== undefined) {
       obj.multiModal = MultiModalPrompt.toJSON(message.multiModal);
+    }
+    if (message.textPair !== undefined) {
+      obj.textPair = TextPair.toJSON(message.textPair);
     }
     return obj;
   },
@@ -239,12 +400,104 @@ export const Prompt: MessageFns<Prompt> = {
     message.multiModal = (object.multiModal !== undefined && object.multiModal !== null)
       ? MultiModalPrompt.fromPartial(object.multiModal)
       : undefined;
+    message.textPair = (object.textPair !== undefined && object.textPair !== null)
+      ? TextPair.fromPartial(object.textPair)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTextPair(): TextPair {
+  return { text: "", textPair: "" };
+}
+
+export const TextPair: MessageFns<TextPair> = {
+  encode(message: TextPair, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== "") {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.textPair !== "") {
+      writer.uint32(18).string(message.textPair);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TextPair {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTextPair();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.textPair = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TextPair {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      textPair: isSet(object.textPair)
+        ? globalThis.String(object.textPair)
+        : isSet(object.text_pair)
+        ? globalThis.String(object.text_pair)
+        : "",
+    };
+  },
+
+  toJSON(message: TextPair): unknown {
+    const obj: any = {};
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.textPair !== "") {
+      obj.textPair = message.textPair;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TextPair>, I>>(base?: I): TextPair {
+    return TextPair.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TextPair>, I>>(object: I): TextPair {
+    const message = createBaseTextPair();
+    message.text = object.text ?? "";
+    message.textPair = object.textPair ?? "";
     return message;
   },
 };
 
 function createBaseTokenIds(): TokenIds {
-  return { ids: [] };
+  return { ids: [], tokenTypeIds: [] };
 }
 
 export const TokenIds: MessageFns<TokenIds> = {
@@ -252,6 +505,13 @@ export const TokenIds: MessageFns<TokenIds> = {
     if (message.ids.length !== 0) {
       writer.uint32(10).fork();
       for (const v of message.ids) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.tokenTypeIds.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.tokenTypeIds) {
         writer.uint32(v);
       }
       writer.join();
@@ -290,6 +550,24 @@ export const TokenIds: MessageFns<TokenIds> = {
 
             break;
           }
+          case 2: {
+            if (tag === 16) {
+              message.tokenTypeIds.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.tokenTypeIds.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -303,13 +581,23 @@ export const TokenIds: MessageFns<TokenIds> = {
   },
 
   fromJSON(object: any): TokenIds {
-    return { ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.Number(e)) : [] };
+    return {
+      ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.Number(e)) : [],
+      tokenTypeIds: globalThis.Array.isArray(object?.tokenTypeIds)
+        ? object.tokenTypeIds.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.token_type_ids)
+        ? object.token_type_ids.map((e: any) => globalThis.Number(e))
+        : [],
+    };
   },
 
   toJSON(message: TokenIds): unknown {
     const obj: any = {};
     if (message.ids?.length) {
       obj.ids = message.ids.map((e) => Math.round(e));
+    }
+    if (message.tokenTypeIds?.length) {
+      obj.tokenTypeIds = message.tokenTypeIds.map((e) => Math.round(e));
     }
     return obj;
   },
@@ -320,6 +608,7 @@ export const TokenIds: MessageFns<TokenIds> = {
   fromPartial<I extends Exact<DeepPartial<TokenIds>, I>>(object: I): TokenIds {
     const message = createBaseTokenIds();
     message.ids = object.ids?.map((e) => e) || [];
+    message.tokenTypeIds = object.tokenTypeIds?.map((e) => e) || [];
     return message;
   },
 };
@@ -569,6 +858,10 @@ function createBasePoolingParams(): PoolingParams {
     truncatePromptTokens: undefined,
     outputDtype: 0,
     includeFloatValues: false,
+    task: 0,
+    useActivation: undefined,
+    promptName: undefined,
+    sparseTopK: undefined,
   };
 }
 
@@ -591,6 +884,18 @@ export const PoolingParams: MessageFns<PoolingParams> = {
     }
     if (message.includeFloatValues !== false) {
       writer.uint32(48).bool(message.includeFloatValues);
+    }
+    if (message.task !== 0) {
+      writer.uint32(56).int32(message.task);
+    }
+    if (message.useActivation !== undefined) {
+      writer.uint32(64).bool(message.useActivation);
+    }
+    if (message.promptName !== undefined) {
+      writer.uint32(74).string(message.promptName);
+    }
+    if (message.sparseTopK !== undefined) {
+      writer.uint32(80).uint32(message.sparseTopK);
     }
     return writer;
   },
@@ -656,6 +961,38 @@ export const PoolingParams: MessageFns<PoolingParams> = {
             message.includeFloatValues = reader.bool();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.task = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.useActivation = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.promptName = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.sparseTopK = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -688,6 +1025,22 @@ export const PoolingParams: MessageFns<PoolingParams> = {
         : isSet(object.include_float_values)
         ? globalThis.Boolean(object.include_float_values)
         : false,
+      task: isSet(object.task) ? poolingTaskFromJSON(object.task) : 0,
+      useActivation: isSet(object.useActivation)
+        ? globalThis.Boolean(object.useActivation)
+        : isSet(object.use_activation)
+        ? globalThis.Boolean(object.use_activation)
+        : undefined,
+      promptName: isSet(object.promptName)
+        ? globalThis.String(object.promptName)
+        : isSet(object.prompt_name)
+        ? globalThis.String(object.prompt_name)
+        : undefined,
+      sparseTopK: isSet(object.sparseTopK)
+        ? globalThis.Number(object.sparseTopK)
+        : isSet(object.sparse_top_k)
+        ? globalThis.Number(object.sparse_top_k)
+        : undefined,
     };
   },
 
@@ -711,6 +1064,18 @@ export const PoolingParams: MessageFns<PoolingParams> = {
     if (message.includeFloatValues !== false) {
       obj.includeFloatValues = message.includeFloatValues;
     }
+    if (message.task !== 0) {
+      obj.task = poolingTaskToJSON(message.task);
+    }
+    if (message.useActivation !== undefined) {
+      obj.useActivation = message.useActivation;
+    }
+    if (message.promptName !== undefined) {
+      obj.promptName = message.promptName;
+    }
+    if (message.sparseTopK !== undefined) {
+      obj.sparseTopK = Math.round(message.sparseTopK);
+    }
     return obj;
   },
 
@@ -725,18 +1090,35 @@ export const PoolingParams: MessageFns<PoolingParams> = {
     message.truncatePromptTokens = object.truncatePromptTokens ?? undefined;
     message.outputDtype = object.outputDtype ?? 0;
     message.includeFloatValues = object.includeFloatValues ?? false;
+    message.task = object.task ?? 0;
+    message.useActivation = object.useActivation ?? undefined;
+    message.promptName = object.promptName ?? undefined;
+    message.sparseTopK = object.sparseTopK ?? undefined;
     return message;
   },
 };
 
 function createBasePoolingOutput(): PoolingOutput {
-  return { data: undefined };
+  return { data: undefined, labels: [], indices: [], tokens: [] };
 }
 
 export const PoolingOutput: MessageFns<PoolingOutput> = {
   encode(message: PoolingOutput, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.data !== undefined) {
       Tensor.encode(message.data, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.labels) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.indices.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.indices) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.tokens) {
+      writer.uint32(34).string(v!);
     }
     return writer;
   },
@@ -762,6 +1144,40 @@ export const PoolingOutput: MessageFns<PoolingOutput> = {
             message.data = Tensor.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.labels.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.indices.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.indices.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.tokens.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -775,13 +1191,27 @@ export const PoolingOutput: MessageFns<PoolingOutput> = {
   },
 
   fromJSON(object: any): PoolingOutput {
-    return { data: isSet(object.data) ? Tensor.fromJSON(object.data) : undefined };
+    return {
+      data: isSet(object.data) ? Tensor.fromJSON(object.data) : undefined,
+      labels: globalThis.Array.isArray(object?.labels) ? object.labels.map((e: any) => globalThis.String(e)) : [],
+      indices: globalThis.Array.isArray(object?.indices) ? object.indices.map((e: any) => globalThis.Number(e)) : [],
+      tokens: globalThis.Array.isArray(object?.tokens) ? object.tokens.map((e: any) => globalThis.String(e)) : [],
+    };
   },
 
   toJSON(message: PoolingOutput): unknown {
     const obj: any = {};
     if (message.data !== undefined) {
       obj.data = Tensor.toJSON(message.data);
+    }
+    if (message.labels?.length) {
+      obj.labels = message.labels;
+    }
+    if (message.indices?.length) {
+      obj.indices = message.indices.map((e) => Math.round(e));
+    }
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens;
     }
     return obj;
   },
@@ -792,6 +1222,9 @@ export const PoolingOutput: MessageFns<PoolingOutput> = {
   fromPartial<I extends Exact<DeepPartial<PoolingOutput>, I>>(object: I): PoolingOutput {
     const message = createBasePoolingOutput();
     message.data = (object.data !== undefined && object.data !== null) ? Tensor.fromPartial(object.data) : undefined;
+    message.labels = object.labels?.map((e) => e) || [];
+    message.indices = object.indices?.map((e) => e) || [];
+    message.tokens = object.tokens?.map((e) => e) || [];
     return message;
   },
 };

@@ -24,7 +24,14 @@ import { Duration } from "../../google/protobuf/duration";
 import { Timestamp } from "../../google/protobuf/timestamp";
 import { Status } from "../../google/rpc/status";
 import { PluginPayload } from "./payload";
-import { PoolingParams, PoolingRequestOutput, Prompt } from "./pooling";
+import {
+  PoolingParams,
+  PoolingRequestOutput,
+  PoolingTask,
+  poolingTaskFromJSON,
+  poolingTaskToJSON,
+  Prompt,
+} from "./pooling";
 import { DType, dTypeFromJSON, dTypeToJSON } from "./tensor";
 
 export const protobufPackage = "poolstream.v1";
@@ -277,6 +284,66 @@ export interface EncodeAllResponse {
   results: EncodeResponse[];
 }
 
+/** RerankRequest asks to rank documents by relevance to a query. */
+export interface RerankRequest {
+  /** As in ProcessRequest. */
+  requestId: string;
+  /** The query. */
+  query: string;
+  /**
+   * The documents to rank; at least one, at most the server's
+   * `max_prompts_per_request`.
+   */
+  documents: string[];
+  /** Scheduling priority: lower values are served first. */
+  priority: number;
+  /** Return each document's text with its result. */
+  returnText: boolean;
+  /**
+   * Cross-encoders: return the raw logit instead of the sigmoid
+   * probability (TEI's raw_scores).
+   */
+  rawScores: boolean;
+  /**
+   * Whether a (query, document) pair longer than the model's maximum length
+   * is cut to fit (longest text first). False: such a document fails the
+   * call with INVALID_ARGUMENT. Unset: true.
+   */
+  truncate?:
+    | boolean
+    | undefined;
+  /** Return only the best `top_n` documents. Unset: all. */
+  topN?: number | undefined;
+}
+
+/** RerankResult is one ranked document. */
+export interface RerankResult {
+  /** Index of the document in `RerankRequest.documents`. */
+  index: number;
+  /** Relevance: higher is more relevant. */
+  score: number;
+  /** The document's text, when `return_text` was set. */
+  text?:
+    | string
+    | undefined;
+  /** True when the document (with the query) was cut to fit the model. */
+  truncated: boolean;
+}
+
+/** RerankResponse holds the documents ranked by score, best first. */
+export interface RerankResponse {
+  /** The request id. */
+  requestId: string;
+  /** The ranked documents, highest score first (ties keep document order). */
+  results: RerankResult[];
+  /** What the request cost. */
+  usage:
+    | Usage
+    | undefined;
+  /** How the scores were computed: "cross_encoder" or "embedding_cosine". */
+  method: string;
+}
+
 /** GetServerInfoRequest takes no arguments. */
 export interface GetServerInfoRequest {
 }
@@ -329,6 +396,27 @@ export interface ModelInfo {
    * for text models.
    */
   tensorInputs: string[];
+  /** Pooling tasks the model serves (PoolingParams.task). */
+  tasks: PoolingTask[];
+  /** The task run when PoolingParams.task is unset. */
+  defaultTask: PoolingTask;
+  /**
+   * Classifier label names, in score order (config.json `id2label`); empty
+   * for models without a classification head.
+   */
+  labels: string[];
+  /**
+   * What runs the model: "native" (poolstream's own implementation) or
+   * "transformers" (the slower fallback for other architectures).
+   */
+  backend: string;
+  /**
+   * sentence-transformers prompt names the model defines
+   * (PoolingParams.prompt_name).
+   */
+  promptNames: string[];
+  /** The prompt applied when a request names none; empty: none. */
+  defaultPromptName: string;
   /**
    * Texts are cut by characters before tokenization: a text is first
    * tokenized from its first text_cut_chars characters (cut at a word
@@ -1651,6 +1739,454 @@ export const EncodeAllResponse: MessageFns<EncodeAllResponse> = {
   },
 };
 
+function createBaseRerankRequest(): RerankRequest {
+  return {
+    requestId: "",
+    query: "",
+    documents: [],
+    priority: 0,
+    returnText: false,
+    rawScores: false,
+    truncate: undefined,
+    topN: undefined,
+  };
+}
+
+export const RerankRequest: MessageFns<RerankRequest> = {
+  encode(message: RerankRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.query !== "") {
+      writer.uint32(18).string(message.query);
+    }
+    for (const v of message.documents) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.priority !== 0) {
+      writer.uint32(32).int32(message.priority);
+    }
+    if (message.returnText !== false) {
+      writer.uint32(40).bool(message.returnText);
+    }
+    if (message.rawScores !== false) {
+      writer.uint32(48).bool(message.rawScores);
+    }
+    if (message.truncate !== undefined) {
+      writer.uint32(56).bool(message.truncate);
+    }
+    if (message.topN !== undefined) {
+      writer.uint32(64).uint32(message.topN);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RerankRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRerankRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.query = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.documents.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.priority = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.returnText = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.rawScores = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.truncate = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.topN = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RerankRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      query: isSet(object.query) ? globalThis.String(object.query) : "",
+      documents: globalThis.Array.isArray(object?.documents)
+        ? object.documents.map((e: any) => globalThis.String(e))
+        : [],
+      priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
+      returnText: isSet(object.returnText)
+        ? globalThis.Boolean(object.returnText)
+        : isSet(object.return_text)
+        ? globalThis.Boolean(object.return_text)
+        : false,
+      rawScores: isSet(object.rawScores)
+        ? globalThis.Boolean(object.rawScores)
+        : isSet(object.raw_scores)
+        ? globalThis.Boolean(object.raw_scores)
+        : false,
+      truncate: isSet(object.truncate) ? globalThis.Boolean(object.truncate) : undefined,
+      topN: isSet(object.topN)
+        ? globalThis.Number(object.topN)
+        : isSet(object.top_n)
+        ? globalThis.Number(object.top_n)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RerankRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.query !== "") {
+      obj.query = message.query;
+    }
+    if (message.documents?.length) {
+      obj.documents = message.documents;
+    }
+    if (message.priority !== 0) {
+      obj.priority = Math.round(message.priority);
+    }
+    if (message.returnText !== false) {
+      obj.returnText = message.returnText;
+    }
+    if (message.rawScores !== false) {
+      obj.rawScores = message.rawScores;
+    }
+    if (message.truncate !== undefined) {
+      obj.truncate = message.truncate;
+    }
+    if (message.topN !== undefined) {
+      obj.topN = Math.round(message.topN);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RerankRequest>, I>>(base?: I): RerankRequest {
+    return RerankRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RerankRequest>, I>>(object: I): RerankRequest {
+    const message = createBaseRerankRequest();
+    message.requestId = object.requestId ?? "";
+    message.query = object.query ?? "";
+    message.documents = object.documents?.map((e) => e) || [];
+    message.priority = object.priority ?? 0;
+    message.returnText = object.returnText ?? false;
+    message.rawScores = object.rawScores ?? false;
+    message.truncate = object.truncate ?? undefined;
+    message.topN = object.topN ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRerankResult(): RerankResult {
+  return { index: 0, score: 0, text: undefined, truncated: false };
+}
+
+export const RerankResult: MessageFns<RerankResult> = {
+  encode(message: RerankResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).uint32(message.index);
+    }
+    if (message.score !== 0) {
+      writer.uint32(21).float(message.score);
+    }
+    if (message.text !== undefined) {
+      writer.uint32(26).string(message.text);
+    }
+    if (message.truncated !== false) {
+      writer.uint32(32).bool(message.truncated);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RerankResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRerankResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.score = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RerankResult {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+      text: isSet(object.text) ? globalThis.String(object.text) : undefined,
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
+    };
+  },
+
+  toJSON(message: RerankResult): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.score !== 0) {
+      obj.score = floatToJson(message.score);
+    }
+    if (message.text !== undefined) {
+      obj.text = message.text;
+    }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RerankResult>, I>>(base?: I): RerankResult {
+    return RerankResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RerankResult>, I>>(object: I): RerankResult {
+    const message = createBaseRerankResult();
+    message.index = object.index ?? 0;
+    message.score = object.score ?? 0;
+    message.text = object.text ?? undefined;
+    message.truncated = object.truncated ?? false;
+    return message;
+  },
+};
+
+function createBaseRerankResponse(): RerankResponse {
+  return { requestId: "", results: [], usage: undefined, method: "" };
+}
+
+export const RerankResponse: MessageFns<RerankResponse> = {
+  encode(message: RerankResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    for (const v of message.results) {
+      RerankResult.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(26).fork()).join();
+    }
+    if (message.method !== "") {
+      writer.uint32(34).string(message.method);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RerankResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRerankResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.results.push(RerankResult.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RerankResponse {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => RerankResult.fromJSON(e))
+        : [],
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
+      method: isSet(object.method) ? globalThis.String(object.method) : "",
+    };
+  },
+
+  toJSON(message: RerankResponse): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => RerankResult.toJSON(e));
+    }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
+    }
+    if (message.method !== "") {
+      obj.method = message.method;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RerankResponse>, I>>(base?: I): RerankResponse {
+    return RerankResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RerankResponse>, I>>(object: I): RerankResponse {
+    const message = createBaseRerankResponse();
+    message.requestId = object.requestId ?? "";
+    message.results = object.results?.map((e) => RerankResult.fromPartial(e)) || [];
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    message.method = object.method ?? "";
+    return message;
+  },
+};
+
 function createBaseGetServerInfoRequest(): GetServerInfoRequest {
   return {};
 }
@@ -1841,6 +2377,12 @@ function createBaseModelInfo(): ModelInfo {
     device: "",
     computeDtype: 0,
     tensorInputs: [],
+    tasks: [],
+    defaultTask: 0,
+    labels: [],
+    backend: "",
+    promptNames: [],
+    defaultPromptName: "",
     textCutChars: 0,
     textCharsPerToken: 0,
   };
@@ -1885,11 +2427,33 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     for (const v of message.tensorInputs) {
       writer.uint32(90).string(v!);
     }
+    if (message.tasks.length !== 0) {
+      writer.uint32(98).fork();
+      for (const v of message.tasks) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.defaultTask !== 0) {
+      writer.uint32(104).int32(message.defaultTask);
+    }
+    for (const v of message.labels) {
+      writer.uint32(114).string(v!);
+    }
+    if (message.backend !== "") {
+      writer.uint32(122).string(message.backend);
+    }
+    for (const v of message.promptNames) {
+      writer.uint32(130).string(v!);
+    }
+    if (message.defaultPromptName !== "") {
+      writer.uint32(138).string(message.defaultPromptName);
+    }
     if (message.textCutChars !== 0) {
-      writer.uint32(96).uint64(message.textCutChars);
+      writer.uint32(144).uint64(message.textCutChars);
     }
     if (message.textCharsPerToken !== 0) {
-      writer.uint32(104).uint32(message.textCharsPerToken);
+      writer.uint32(152).uint32(message.textCharsPerToken);
     }
     return writer;
   },
@@ -2006,15 +2570,73 @@ export const ModelInfo: MessageFns<ModelInfo> = {
             continue;
           }
           case 12: {
-            if (tag !== 96) {
+            if (tag === 96) {
+              message.tasks.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 98) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.tasks.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.defaultTask = reader.int32() as any;
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.labels.push(reader.string());
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.backend = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.promptNames.push(reader.string());
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.defaultPromptName = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
               break;
             }
 
             message.textCutChars = longToNumber(reader.uint64());
             continue;
           }
-          case 13: {
-            if (tag !== 104) {
+          case 19: {
+            if (tag !== 152) {
               break;
             }
 
@@ -2066,6 +2688,28 @@ export const ModelInfo: MessageFns<ModelInfo> = {
         : globalThis.Array.isArray(object?.tensor_inputs)
         ? object.tensor_inputs.map((e: any) => globalThis.String(e))
         : [],
+      tasks: globalThis.Array.isArray(object?.tasks)
+        ? object.tasks.map((e: any) => poolingTaskFromJSON(e))
+        : [],
+      defaultTask: isSet(object.defaultTask)
+        ? poolingTaskFromJSON(object.defaultTask)
+        : isSet(object.default_task)
+        ? poolingTaskFromJSON(object.default_task)
+        : 0,
+      labels: globalThis.Array.isArray(object?.labels)
+        ? object.labels.map((e: any) => globalThis.String(e))
+        : [],
+      backend: isSet(object.backend) ? globalThis.String(object.backend) : "",
+      promptNames: globalThis.Array.isArray(object?.promptNames)
+        ? object.promptNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.prompt_names)
+        ? object.prompt_names.map((e: any) => globalThis.String(e))
+        : [],
+      defaultPromptName: isSet(object.defaultPromptName)
+        ? globalThis.String(object.defaultPromptName)
+        : isSet(object.default_prompt_name)
+        ? globalThis.String(object.default_prompt_name)
+        : "",
       textCutChars: isSet(object.textCutChars)
         ? globalThis.Number(object.textCutChars)
         : isSet(object.text_cut_chars)
@@ -2114,6 +2758,24 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     if (message.tensorInputs?.length) {
       obj.tensorInputs = message.tensorInputs;
     }
+    if (message.tasks?.length) {
+      obj.tasks = message.tasks.map((e) => poolingTaskToJSON(e));
+    }
+    if (message.defaultTask !== 0) {
+      obj.defaultTask = poolingTaskToJSON(message.defaultTask);
+    }
+    if (message.labels?.length) {
+      obj.labels = message.labels;
+    }
+    if (message.backend !== "") {
+      obj.backend = message.backend;
+    }
+    if (message.promptNames?.length) {
+      obj.promptNames = message.promptNames;
+    }
+    if (message.defaultPromptName !== "") {
+      obj.defaultPromptName = message.defaultPromptName;
+    }
     if (message.textCutChars !== 0) {
       obj.textCutChars = Math.round(message.textCutChars);
     }
@@ -2139,6 +2801,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     message.device = object.device ?? "";
     message.computeDtype = object.computeDtype ?? 0;
     message.tensorInputs = object.tensorInputs?.map((e) => e) || [];
+    message.tasks = object.tasks?.map((e) => e) || [];
+    message.defaultTask = object.defaultTask ?? 0;
+    message.labels = object.labels?.map((e) => e) || [];
+    message.backend = object.backend ?? "";
+    message.promptNames = object.promptNames?.map((e) => e) || [];
+    message.defaultPromptName = object.defaultPromptName ?? "";
     message.textCutChars = object.textCutChars ?? 0;
     message.textCharsPerToken = object.textCharsPerToken ?? 0;
     return message;
@@ -2972,6 +3640,22 @@ export const PoolingServiceService = {
     responseDeserialize: (value: Buffer): EncodeAllResponse => EncodeAllResponse.decode(value),
   },
   /**
+   * Rerank scores N documents against one query and returns them ranked,
+   * best first (TEI's and Cohere's rerank). A model with a SCORE task
+   * (cross-encoder) scores each (query, document) pair; an embedding model
+   * scores the cosine similarity of their embeddings. Any failure (a document
+   * too long with truncate false, ...) fails the call.
+   */
+  rerank: {
+    path: "/poolstream.v1.PoolingService/Rerank" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RerankRequest): Buffer => Buffer.from(RerankRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RerankRequest => RerankRequest.decode(value),
+    responseSerialize: (value: RerankResponse): Buffer => Buffer.from(RerankResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RerankResponse => RerankResponse.decode(value),
+  },
+  /**
    * GetServerInfo describes the model, the active plugin, limits and
    * versions.
    */
@@ -3011,6 +3695,14 @@ export interface PoolingServiceServer extends UntypedServiceImplementation {
    * does not fail the call.
    */
   encodeAll: handleUnaryCall<EncodeAllRequest, EncodeAllResponse>;
+  /**
+   * Rerank scores N documents against one query and returns them ranked,
+   * best first (TEI's and Cohere's rerank). A model with a SCORE task
+   * (cross-encoder) scores each (query, document) pair; an embedding model
+   * scores the cosine similarity of their embeddings. Any failure (a document
+   * too long with truncate false, ...) fails the call.
+   */
+  rerank: handleUnaryCall<RerankRequest, RerankResponse>;
   /**
    * GetServerInfo describes the model, the active plugin, limits and
    * versions.
@@ -3084,6 +3776,28 @@ export interface PoolingServiceClient extends Client {
     callback: (error: ServiceError | null, response: EncodeAllResponse) => void,
   ): ClientUnaryCall;
   /**
+   * Rerank scores N documents against one query and returns them ranked,
+   * best first (TEI's and Cohere's rerank). A model with a SCORE task
+   * (cross-encoder) scores each (query, document) pair; an embedding model
+   * scores the cosine similarity of their embeddings. Any failure (a document
+   * too long with truncate false, ...) fails the call.
+   */
+  rerank(
+    request: RerankRequest,
+    callback: (error: ServiceError | null, response: RerankResponse) => void,
+  ): ClientUnaryCall;
+  rerank(
+    request: RerankRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RerankResponse) => void,
+  ): ClientUnaryCall;
+  rerank(
+    request: RerankRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RerankResponse) => void,
+  ): ClientUnaryCall;
+  /**
    * GetServerInfo describes the model, the active plugin, limits and
    * versions.
    */
@@ -3112,6 +3826,10 @@ export const PoolingServiceClient = makeGenericClientConstructor(
   service: typeof PoolingServiceService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

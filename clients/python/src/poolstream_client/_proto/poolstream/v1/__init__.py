@@ -21,6 +21,7 @@ __all__ = (
     "PoolingParams",
     "PoolingRequestOutput",
     "PoolingServiceStub",
+    "PoolingTask",
     "ProcessChunk",
     "ProcessProgress",
     "ProcessRequest",
@@ -29,8 +30,12 @@ __all__ = (
     "ProcessStreamResponse",
     "Prompt",
     "RawPayload",
+    "RerankRequest",
+    "RerankResponse",
+    "RerankResult",
     "StreamDetail",
     "Tensor",
+    "TextPair",
     "TokenIds",
     "Usage",
     "Versions",
@@ -193,6 +198,77 @@ class PluginSource(betterproto2.Enum):
             "PLUGIN_SOURCE_NONE": 1,
             "PLUGIN_SOURCE_ARGUMENT": 2,
             "PLUGIN_SOURCE_CONFIG_JSON": 3,
+        }
+
+
+class PoolingTask(betterproto2.Enum):
+    """
+    PoolingTask selects what the model computes for a prompt, like vLLM's
+    `PoolingParams.task`. GetServerInfo lists the tasks a model serves; any
+    other is INVALID_ARGUMENT.
+    """
+
+    UNSPECIFIED = 0
+    """
+    The model's default task (GetServerInfo's `default_task`).
+    """
+
+    EMBED = 1
+    """
+    A pooled embedding (normalize and dimensions apply).
+    """
+
+    CLASSIFY = 2
+    """
+    Sequence classification: one score per label (softmax, or sigmoid for one
+    label, unless use_activation is false); labels in PoolingOutput.labels.
+    """
+
+    SCORE = 3
+    """
+    A cross-encoder's relevance score of a TextPair prompt (sigmoid for one
+    label, as sentence-transformers' CrossEncoder, unless use_activation is
+    false).
+    """
+
+    TOKEN_EMBED = 4
+    """
+    One embedding per token (ColBERT-style): a (tokens, hidden) tensor.
+    """
+
+    TOKEN_CLASSIFY = 5
+    """
+    One set of label scores per token (NER): a (tokens, labels) tensor.
+    """
+
+    EMBED_SPARSE = 6
+    """
+    SPLADE sparse embedding: PoolingOutput.data holds the weights of the
+    vocabulary terms in PoolingOutput.indices / tokens, largest first.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "POOLING_TASK_UNSPECIFIED",
+            1: "POOLING_TASK_EMBED",
+            2: "POOLING_TASK_CLASSIFY",
+            3: "POOLING_TASK_SCORE",
+            4: "POOLING_TASK_TOKEN_EMBED",
+            5: "POOLING_TASK_TOKEN_CLASSIFY",
+            6: "POOLING_TASK_EMBED_SPARSE",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "POOLING_TASK_UNSPECIFIED": 0,
+            "POOLING_TASK_EMBED": 1,
+            "POOLING_TASK_CLASSIFY": 2,
+            "POOLING_TASK_SCORE": 3,
+            "POOLING_TASK_TOKEN_EMBED": 4,
+            "POOLING_TASK_TOKEN_CLASSIFY": 5,
+            "POOLING_TASK_EMBED_SPARSE": 6,
         }
 
 
@@ -550,7 +626,40 @@ class ModelInfo(betterproto2.Message):
     for text models.
     """
 
-    text_cut_chars: "int" = betterproto2.field(12, betterproto2.TYPE_UINT64)
+    tasks: "list[PoolingTask]" = betterproto2.field(12, betterproto2.TYPE_ENUM, repeated=True)
+    """
+    Pooling tasks the model serves (PoolingParams.task).
+    """
+
+    default_task: "PoolingTask" = betterproto2.field(13, betterproto2.TYPE_ENUM, default_factory=lambda: PoolingTask(0))
+    """
+    The task run when PoolingParams.task is unset.
+    """
+
+    labels: "list[str]" = betterproto2.field(14, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Classifier label names, in score order (config.json `id2label`); empty
+    for models without a classification head.
+    """
+
+    backend: "str" = betterproto2.field(15, betterproto2.TYPE_STRING)
+    """
+    What runs the model: "native" (poolstream's own implementation) or
+    "transformers" (the slower fallback for other architectures).
+    """
+
+    prompt_names: "list[str]" = betterproto2.field(16, betterproto2.TYPE_STRING, repeated=True)
+    """
+    sentence-transformers prompt names the model defines
+    (PoolingParams.prompt_name).
+    """
+
+    default_prompt_name: "str" = betterproto2.field(17, betterproto2.TYPE_STRING)
+    """
+    The prompt applied when a request names none; empty: none.
+    """
+
+    text_cut_chars: "int" = betterproto2.field(18, betterproto2.TYPE_UINT64)
     """
     Texts are cut by characters before tokenization: a text is first
     tokenized from its first text_cut_chars characters (cut at a word
@@ -559,7 +668,7 @@ class ModelInfo(betterproto2.Message):
     prefix is read). Zero for a model without a tokenizer.
     """
 
-    text_chars_per_token: "int" = betterproto2.field(13, betterproto2.TYPE_UINT32)
+    text_chars_per_token: "int" = betterproto2.field(19, betterproto2.TYPE_UINT32)
     """
     Characters per token of that bound: the vocabulary's longest token, in
     characters, plus one for the separator between words.
@@ -689,6 +798,22 @@ class PoolingOutput(betterproto2.Message):
     per-pixel map (classes, height, width), depending on the model.
     """
 
+    labels: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
+    """
+    CLASSIFY, SCORE, TOKEN_CLASSIFY: the label of each score (the last
+    dimension of `data`), from the model's config.json `id2label`.
+    """
+
+    indices: "list[int]" = betterproto2.field(3, betterproto2.TYPE_UINT32, repeated=True)
+    """
+    EMBED_SPARSE: the vocabulary id of each value of `data`.
+    """
+
+    tokens: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
+    """
+    EMBED_SPARSE: the token string of each value of `data`.
+    """
+
 
 default_message_pool.register_message("poolstream.v1", "PoolingOutput", PoolingOutput)
 
@@ -734,6 +859,30 @@ class PoolingParams(betterproto2.Message):
     include_float_values: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
     """
     Also fill `Tensor.float_values` in outputs (for grpcurl and debugging).
+    """
+
+    task: "PoolingTask" = betterproto2.field(7, betterproto2.TYPE_ENUM, default_factory=lambda: PoolingTask(0))
+    """
+    What the model computes. Unset: the model's default task.
+    """
+
+    use_activation: "bool | None" = betterproto2.field(8, betterproto2.TYPE_BOOL, optional=True)
+    """
+    CLASSIFY, SCORE, TOKEN_CLASSIFY: apply the model's activation (softmax,
+    or sigmoid for one label). False: raw logits. Unset: true.
+    """
+
+    prompt_name: "str | None" = betterproto2.field(9, betterproto2.TYPE_STRING, optional=True)
+    """
+    A sentence-transformers prompt name (GetServerInfo's `prompt_names`),
+    whose text is prepended to text prompts. Unset: the model's default
+    prompt, if it has one. An unknown name is INVALID_ARGUMENT.
+    """
+
+    sparse_top_k: "int | None" = betterproto2.field(10, betterproto2.TYPE_UINT32, optional=True)
+    """
+    EMBED_SPARSE: keep at most this many terms (the largest). Unset: every
+    term with a nonzero weight.
     """
 
 
@@ -986,6 +1135,13 @@ class Prompt(betterproto2.Message):
     Tensor inputs for models that take them (vision, geospatial).
     """
 
+    text_pair: "TextPair | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True, group="input")
+    """
+    Two texts encoded as one pair (the tokenizer's pair template and token
+    type ids), as cross-encoders take a query and a document for the
+    SCORE task (or CLASSIFY of a text pair).
+    """
+
 
 default_message_pool.register_message("poolstream.v1", "Prompt", Prompt)
 
@@ -1008,6 +1164,120 @@ class RawPayload(betterproto2.Message):
 
 
 default_message_pool.register_message("poolstream.v1", "RawPayload", RawPayload)
+
+
+@dataclass(eq=False, repr=False)
+class RerankRequest(betterproto2.Message):
+    """
+    RerankRequest asks to rank documents by relevance to a query.
+    """
+
+    request_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    As in ProcessRequest.
+    """
+
+    query: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The query.
+    """
+
+    documents: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
+    """
+    The documents to rank; at least one, at most the server's
+    `max_prompts_per_request`.
+    """
+
+    priority: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    Scheduling priority: lower values are served first.
+    """
+
+    return_text: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    Return each document's text with its result.
+    """
+
+    raw_scores: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    Cross-encoders: return the raw logit instead of the sigmoid
+    probability (TEI's raw_scores).
+    """
+
+    truncate: "bool | None" = betterproto2.field(7, betterproto2.TYPE_BOOL, optional=True)
+    """
+    Whether a (query, document) pair longer than the model's maximum length
+    is cut to fit (longest text first). False: such a document fails the
+    call with INVALID_ARGUMENT. Unset: true.
+    """
+
+    top_n: "int | None" = betterproto2.field(8, betterproto2.TYPE_UINT32, optional=True)
+    """
+    Return only the best `top_n` documents. Unset: all.
+    """
+
+
+default_message_pool.register_message("poolstream.v1", "RerankRequest", RerankRequest)
+
+
+@dataclass(eq=False, repr=False)
+class RerankResponse(betterproto2.Message):
+    """
+    RerankResponse holds the documents ranked by score, best first.
+    """
+
+    request_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The request id.
+    """
+
+    results: "list[RerankResult]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The ranked documents, highest score first (ties keep document order).
+    """
+
+    usage: "Usage | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    What the request cost.
+    """
+
+    method: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    How the scores were computed: "cross_encoder" or "embedding_cosine".
+    """
+
+
+default_message_pool.register_message("poolstream.v1", "RerankResponse", RerankResponse)
+
+
+@dataclass(eq=False, repr=False)
+class RerankResult(betterproto2.Message):
+    """
+    RerankResult is one ranked document.
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+    """
+    Index of the document in `RerankRequest.documents`.
+    """
+
+    score: "float" = betterproto2.field(2, betterproto2.TYPE_FLOAT)
+    """
+    Relevance: higher is more relevant.
+    """
+
+    text: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
+    """
+    The document's text, when `return_text` was set.
+    """
+
+    truncated: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    True when the document (with the query) was cut to fit the model.
+    """
+
+
+default_message_pool.register_message("poolstream.v1", "RerankResult", RerankResult)
 
 
 @dataclass(eq=False, repr=False)
@@ -1049,6 +1319,27 @@ default_message_pool.register_message("poolstream.v1", "Tensor", Tensor)
 
 
 @dataclass(eq=False, repr=False)
+class TextPair(betterproto2.Message):
+    """
+    TextPair is a (text, text_pair) prompt: sentence-transformers'
+    CrossEncoder input and the tokenizer's `text`/`text_pair` arguments.
+    """
+
+    text: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The first text (e.g. the query).
+    """
+
+    text_pair: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The second text (e.g. the document).
+    """
+
+
+default_message_pool.register_message("poolstream.v1", "TextPair", TextPair)
+
+
+@dataclass(eq=False, repr=False)
 class TokenIds(betterproto2.Message):
     """
     TokenIds wraps a token id sequence so it can sit in a oneof.
@@ -1057,6 +1348,12 @@ class TokenIds(betterproto2.Message):
     ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_UINT32, repeated=True)
     """
     Token ids in the model's vocabulary.
+    """
+
+    token_type_ids: "list[int]" = betterproto2.field(2, betterproto2.TYPE_UINT32, repeated=True)
+    """
+    Token type (segment) ids, one per id, for pre-tokenized pairs; empty:
+    all zero.
     """
 
 
@@ -1211,6 +1508,21 @@ class PoolingServiceStub:
             "/poolstream.v1.PoolingService/EncodeAll",
             EncodeAllRequest.SerializeToString,
             EncodeAllResponse.FromString,
+        )(message)
+
+    def rerank(self, message: "RerankRequest") -> "RerankResponse":
+        """
+        Rerank scores N documents against one query and returns them ranked,
+        best first (TEI's and Cohere's rerank). A model with a SCORE task
+        (cross-encoder) scores each (query, document) pair; an embedding model
+        scores the cosine similarity of their embeddings. Any failure (a document
+        too long with truncate false, ...) fails the call.
+        """
+
+        return self._channel.unary_unary(
+            "/poolstream.v1.PoolingService/Rerank",
+            RerankRequest.SerializeToString,
+            RerankResponse.FromString,
         )(message)
 
     def get_server_info(self, message: "GetServerInfoRequest | None" = None) -> "GetServerInfoResponse":

@@ -1,0 +1,1 @@
+"""The HTTP/JSON front door (OpenAI, vLLM, TEI routes and the page); see app.py."""
