@@ -15,7 +15,8 @@ One ``poolstream serve`` (embedded MiniLM + text_embedding) with small cost caps
 
 Every answer must be OK or a documented (code, reason) with poolstream details, never
 INTERNAL or UNKNOWN; the server stays SERVING; and a canary thread that sends small
-Encode calls the whole time gets every answer right (its own embedding, bit for bit).
+Encode calls the whole time gets every answer right (its own embedding, to 1e-5: batch
+composition moves the last bits).
 """
 
 from __future__ import annotations
@@ -82,7 +83,10 @@ class Canary:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _encode(self, text: str) -> bytes:
-        [r] = list(self.stub.Encode(pb.EncodeRequest(prompts=[pooling_pb2.Prompt(text=text)]), timeout=TIMEOUT))
+        # No deadline: under the fuzzer's load the queue's wait estimate can exceed any fixed
+        # deadline (DEADLINE_TOO_SHORT is admission working, not harm); a hang still fails the
+        # module (the thread is joined with a timeout and must have made progress).
+        [r] = list(self.stub.Encode(pb.EncodeRequest(prompts=[pooling_pb2.Prompt(text=text)])))
         assert r.HasField("output"), r
         return r.output.outputs.data.data
 
@@ -92,7 +96,8 @@ class Canary:
             text = self.TEXTS[i % len(self.TEXTS)]
             i += 1
             try:
-                if self._encode(text) != self.reference[text]:
+                got = np.frombuffer(self._encode(text), "<f4")
+                if not np.allclose(got, np.frombuffer(self.reference[text], "<f4"), atol=1e-5):
                     self.errors.append(f"wrong embedding for {text!r}")
             except Exception as e:  # noqa: BLE001 - recorded, asserted at the end
                 self.errors.append(f"{type(e).__name__}: {e}")
@@ -106,7 +111,8 @@ def canary(channel):
     c.thread.start()
     yield c
     c.stop.set()
-    c.thread.join(30)
+    c.thread.join(120)
+    assert not c.thread.is_alive(), "the canary's call hung"
     assert not c.errors, c.errors[:5]
     assert c.calls > 10
 
@@ -162,9 +168,10 @@ def struct_payloads(draw) -> payload_pb2.PluginPayload:
     texts = draw(st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=4))
     s.update({"texts": texts})
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if draw(st.booleans()):  # a non-finite number somewhere, at some depth (protobuf allows < 100)
+    if draw(st.booleans()):  # a non-finite number somewhere, at some depth (each level is 2-3
+        # protobuf messages: upb refuses more than 100, on either side)
         key = draw(st.sampled_from(["texts", "dimensions", "normalize", "extra", draw(_long)]))
-        s.fields[key].CopyFrom(_value(draw(st.integers(0, 90)), True, rng))
+        s.fields[key].CopyFrom(_value(draw(st.integers(0, 30)), True, rng))
     if draw(st.booleans()):
         s.fields["dimensions"].number_value = draw(_non_finite | st.floats(allow_nan=False))
     return payload_pb2.PluginPayload(json=s)
@@ -331,7 +338,7 @@ def test_fuzz_duplicate_ids_across_concurrent_calls(channel, canary, ids, header
         assert len(got) == len(texts)
         for text, emb in zip(texts, got):
             want = np.frombuffer(reference[text], "<f4")
-            assert np.allclose(np.asarray(list(emb), "<f4"), want, atol=1e-6)
+            assert np.allclose(np.asarray(list(emb), "<f4"), want, atol=1e-5)
         return result.request_id
 
     with ThreadPoolExecutor(len(ids)) as pool:

@@ -15,6 +15,7 @@ a ``TextEmbeddingResponse``, a JSON (or raw) request gets a JSON object.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -204,7 +205,7 @@ def _from_raw(raw: RawPayload) -> Any:
         raise ValueError(f"raw payload is not UTF-8: {e}") from e
     if media in ("application/json", ""):
         try:
-            return json.loads(text, parse_constant=_no_constant)
+            return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         except json.JSONDecodeError as e:
             raise ValueError(f"raw payload is not valid JSON: {e}") from e
         except RecursionError:
@@ -219,6 +220,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"raw payload is not valid JSON: {name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 parses as infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"raw payload is not valid JSON: {text[:32]} is not a finite number")
+    return value
+
+
 def _opt_bool(data: dict, key: str) -> bool | None:
     value = data.get(key)
     if value is None or isinstance(value, bool):
@@ -228,7 +237,8 @@ def _opt_bool(data: dict, key: str) -> bool | None:
 
 def _int(value: Any, key: str) -> int:
     # JSON numbers arrive as floats through google.protobuf.Struct.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
         raise ValueError(f"'{key}' must be an integer, got {value!r}")
     return int(value)
 
