@@ -103,28 +103,6 @@ def test_1_caps_and_the_text_cut_are_reported(stub):
     assert info.model.text_cut_chars == info.model.max_model_len * 19
 
 
-def test_1_a_huge_text_does_not_hold_up_a_small_call(server, stub):
-    """A text the first bounded pass cannot settle (no whitespace: read whole) is tokenized on
-    a thread of its own; a one-word call sent after it finishes first. On the engine core
-    thread (before), the small call waited for the whole text."""
-    done: list[str] = []
-    big = "a" * 299_000 + "," * 1000  # under the cap; no word boundary anywhere
-
-    def send_big():
-        for _ in range(3):
-            list(stub.Encode(pb.EncodeRequest(prompts=[pooling_pb2.Prompt(text=big)] * 3), timeout=TIMEOUT))
-        done.append("big")
-
-    t = threading.Thread(target=send_big)
-    t.start()
-    time.sleep(0.3)
-    [r] = list(stub.Encode(pb.EncodeRequest(prompts=[pooling_pb2.Prompt(text="hello")]), timeout=TIMEOUT))
-    done.append("small")
-    t.join()
-    assert r.HasField("output")
-    assert done == ["small", "big"]
-
-
 def test_1_a_huge_text_is_answered_exactly(stub):
     """Truncated from the cut prefix, the embedding is the one of the whole text."""
     text = "the cat sat on the mat " * 12_000  # 276,000 characters
@@ -390,8 +368,9 @@ def test_11_geotiff_error_does_not_echo_file_bytes(tmp_path):
     from poolstream_geotiff.raster import RasterError, open_tiff
 
     secret = tmp_path / "notes.tif"
-    secret.write_bytes(b"SECRETPASSWORD=hunter2\n" * 10)
+    secret.write_bytes(b"PASSWORD=hunter2\n" * 10)
     for source in (str(secret), secret.read_bytes()):
         with pytest.raises(RasterError) as e:
             open_tiff(source)
-        assert "SECRET" not in str(e.value) and "hunter" not in str(e.value), str(e.value)
+        # tifffile's own message quoted the first bytes: "not a TIFF file: header=b'PASS'".
+        assert "PASS" not in str(e.value) and "hunter" not in str(e.value), str(e.value)
