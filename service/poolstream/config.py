@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from poolstream.hf_config import HFConfig
+
 DeviceName = Literal["auto", "cpu", "cuda"]
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
 
@@ -34,6 +36,11 @@ class ModelConfig:
     hf_config: dict[str, Any]
     io_processor_plugin: str | None = None  # the argument; config.json is read separately
     served_model_name: str | None = None  # default: the directory's name
+
+    def __post_init__(self) -> None:
+        # PretrainedConfig behaviour (attribute access, to_dict) for vLLM plugins; still a dict.
+        if not isinstance(self.hf_config, HFConfig):
+            object.__setattr__(self, "hf_config", HFConfig(self.hf_config))
 
     @classmethod
     def from_dir(cls, model: str | os.PathLike[str], io_processor_plugin: str | None = None) -> "ModelConfig":
@@ -66,6 +73,46 @@ class ModelConfig:
     def architecture(self) -> str:
         archs = self.hf_config.get("architectures") or []
         return archs[0] if archs else str(self.hf_config.get("model_type", ""))
+
+    # -- fields of vLLM's ModelConfig that published plugins read ------------
+    @property
+    def max_model_len(self) -> int:
+        """The longest prompt in tokens: config.json's position limit (vLLM derives it the same way)."""
+        for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+            value = self.hf_config.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2**31 - 1  # no positional limit (tensor models such as Prithvi)
+
+    @property
+    def embedding_size(self) -> int | None:
+        value = self.hf_config.get("hidden_size")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def is_matryoshka(self) -> bool:
+        return bool(self.hf_config.get("is_matryoshka") or self.hf_config.get("matryoshka_dimensions"))
+
+    @property
+    def matryoshka_dimensions(self) -> list[int] | None:
+        value = self.hf_config.get("matryoshka_dimensions")
+        return list(value) if isinstance(value, list) else None
+
+    @property
+    def tokenizer(self) -> str:
+        return self.model
+
+    @property
+    def hf_text_config(self) -> HFConfig:
+        return self.hf_config
+
+    @property
+    def pooler_config(self) -> None:
+        return None  # poolstream reads pooling from the model's sentence-transformers files
+
+    runner_type = "pooling"
+    trust_remote_code = False
+    skip_tokenizer_init = False
 
 
 def embedded_model_config(plugin: str | None = None) -> ModelConfig:
@@ -150,5 +197,13 @@ class PoolstreamConfig:
         return self.engine_config.dtype
 
 
-# vLLM's name, so that `from vllm.config import VllmConfig` ports by changing the module.
-VllmConfig = PoolstreamConfig
+def _unset_model_config() -> ModelConfig:
+    return ModelConfig(model="", hf_config=HFConfig())
+
+
+@dataclass(frozen=True)
+class VllmConfig(PoolstreamConfig):
+    """vLLM's name. Unlike ``PoolstreamConfig`` it builds with no arguments (``VllmConfig()``,
+    as vLLM's own plugin tests do): the model config is then empty."""
+
+    model_config: ModelConfig = field(default_factory=_unset_model_config)

@@ -129,29 +129,29 @@ def test_completion_order_does_not_change_the_result(processor, model):
 def test_sync_post_process_matches_async(processor, model):
     data, _ = helpers.scene_tiff(256, 300, helpers.TEST_SEED_BASE + 11)
     job = processor.parse_request(IOProcessorRequest(data=pb.GeoTiffSegmentationRequest(geotiff=data)))
-    prompts = processor.pre_process(job, "r", request=job)
+    prompts = processor.pre_process(job, "r", parsed_request=job)
     x = torch.stack([p["multi_modal_data"]["pixel_values"] for p in prompts])
     with torch.inference_mode():
         logits = model.forward_tensors(pixel_values=x)
     from poolstream.outputs import PoolingOutput, PoolingRequestOutput
 
     outs = [PoolingRequestOutput(request_id=f"r-{i}", outputs=PoolingOutput(t)) for i, t in enumerate(logits)]
-    sync = processor.post_process(outs, "r", request=job)
+    sync = processor.post_process(outs, "r", parsed_request=job)
 
     async def agen():
         for i in reversed(range(len(outs))):
             yield i, outs[i]
 
-    asy = asyncio.run(processor.post_process_async(agen(), "r", request=job))
+    asy = asyncio.run(processor.post_process_async(agen(), "r", parsed_request=job))
     assert sync.data == asy.data
-    with pytest.raises(ValueError, match="request="):
+    with pytest.raises(ValueError, match="parsed_request="):
         processor.post_process(outs, "r")
 
 
 def test_prompts_are_views_of_one_buffer(processor):
     data, _ = helpers.scene_tiff(500, 700, helpers.TEST_SEED_BASE + 12)
     job = processor.parse_request(IOProcessorRequest(data={"geotiff": b64(data)}))
-    prompts = processor.pre_process(job, "r", request=job)
+    prompts = processor.pre_process(job, "r", parsed_request=job)
     tensors = [p["multi_modal_data"]["pixel_values"] for p in prompts]
     assert all(p["prompt_token_ids"] == [1] for p in prompts)
     assert all(t.shape == (6, 224, 224) and t.dtype == torch.float16 for t in tensors)
@@ -334,7 +334,7 @@ def test_bad_rasters_raise_value_error_with_reason(processor, name):
     data, match = bad_rasters()[name]
     job = processor.parse_request(IOProcessorRequest(data=pb.GeoTiffSegmentationRequest(geotiff=data)))
     with pytest.raises(ValueError, match=match):
-        processor.pre_process(job, "r", request=job)
+        processor.pre_process(job, "r", parsed_request=job)
 
 
 def test_too_many_windows_is_refused_before_decoding(model):
@@ -343,7 +343,7 @@ def test_too_many_windows_is_refused_before_decoding(model):
     data = huge_tiff_header(2000, 2000)
     job = proc.parse_request(IOProcessorRequest(data={"geotiff": b64(data)}))
     with pytest.raises(ValueError, match="needs 121 windows.*10 prompts per request"):
-        proc.pre_process(job, "r", request=job)
+        proc.pre_process(job, "r", parsed_request=job)
 
 
 # -- concurrency ---------------------------------------------------------------------

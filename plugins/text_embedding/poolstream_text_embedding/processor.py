@@ -68,6 +68,8 @@ class TextEmbeddingProcessor(IOProcessor[TextEmbeddingInput, TextEmbeddingOutput
     input_types = (te_pb2.TextEmbeddingRequest.DESCRIPTOR.full_name,)
     output_types = (te_pb2.TextEmbeddingResponse.DESCRIPTOR.full_name,)
     input_media_types = ("application/json", "text/plain")
+    # No per-request state on self: hooks of concurrent requests may overlap.
+    concurrent_hooks = True
 
     def __init__(self, vllm_config: PoolstreamConfig):
         super().__init__(vllm_config)
@@ -115,9 +117,10 @@ class TextEmbeddingProcessor(IOProcessor[TextEmbeddingInput, TextEmbeddingOutput
         return list(prompt.texts)
 
     def validate_or_generate_params(
-        self, params: PoolingParams | None = None, request: TextEmbeddingInput | None = None
+        self, params: PoolingParams | None = None, parsed_request: TextEmbeddingInput | None = None
     ) -> PoolingParams:
         # Payload options win over the request's generic params.
+        request = parsed_request
         base = params or PoolingParams(task="embed")
         if request is None:
             return base
@@ -135,7 +138,7 @@ class TextEmbeddingProcessor(IOProcessor[TextEmbeddingInput, TextEmbeddingOutput
         request_id: str | None = None,
         **kwargs: Any,
     ) -> TextEmbeddingOutput:
-        request: TextEmbeddingInput | None = kwargs.get("request")
+        request: TextEmbeddingInput | None = kwargs.get("parsed_request")
         embeddings = torch.stack([o.outputs.data.float().reshape(-1) for o in model_output]) if model_output \
             else torch.empty(0, 0)
         similarity = None

@@ -16,14 +16,14 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
 from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
 from poolstream.inputs import PromptType
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors import IOProcessorSelection, select_io_processor
-from poolstream.plugins.io_processors.pipeline import OutputObserver, PluginPipeline
+from poolstream.plugins.io_processors.pipeline import OutputObserver, PluginPipeline, normalize_prompt
 from poolstream.pooling_params import PoolingParams
 from poolstream.utils import merge_async_iterators
 
@@ -52,6 +52,16 @@ def build_config(
         limits=limits or LimitsConfig(),
         **config_kwargs,
     )
+
+
+def _truncation(truncate_prompt_tokens: int | None, tokenization_kwargs: Mapping[str, Any] | None) -> int | None:
+    """The token limit from vLLM's two ways of asking for one (``-1``: the model's maximum)."""
+    if truncate_prompt_tokens is not None:
+        return None if truncate_prompt_tokens == -1 else int(truncate_prompt_tokens)
+    kwargs = tokenization_kwargs or {}
+    if kwargs.get("truncation") and kwargs.get("max_length") is not None:
+        return int(kwargs["max_length"])
+    return None
 
 
 class AsyncLLM:
@@ -99,28 +109,59 @@ class AsyncLLM:
         result = await self._run_plugin(data, request_id, priority, params, observer)
         return result.response
 
-    async def _run_plugin(self, data, request_id, priority, params, observer=None):
+    async def _run_plugin(self, data, request_id, priority, params, observer=None, whole_request=None):
         if self.pipeline is None:
             raise ValueError(_NO_PLUGIN)
         rid = request_id or f"pool-{uuid.uuid4().hex}"
         request = IOProcessorRequest(data=data, model=self.config.model_config.name, priority=priority, params=params)
-        return await self.pipeline.run(request, request_id=rid, observer=observer)
+        return await self.pipeline.run(request, request_id=rid, observer=observer, whole_request=whole_request)
 
     async def encode(
         self,
         prompts: PromptType | Mapping[str, Any] | Sequence[PromptType],
-        pooling_params: PoolingParams | None = None,
+        pooling_params: PoolingParams | Sequence[PoolingParams] | None = None,
+        *,
+        truncate_prompt_tokens: int | None = None,
+        use_tqdm: Any = True,
+        lora_request: Any = None,
+        pooling_task: str | None = None,
+        tokenization_kwargs: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         priority: int = 0,
     ) -> list[PoolingRequestOutput]:
-        """vLLM's ``encode``: a ``{"data": ...}`` prompt goes through the plugin."""
+        """vLLM's ``LLM.encode`` signature and semantics.
+
+        A dict prompt with ``"data"`` goes through the plugin, as vLLM does: an E1 plugin's
+        ``parse_request`` gets the whole prompt dict, an E2/E3 plugin's ``parse_data`` gets
+        its ``data``; ``pooling_params`` go through the plugin's params hook. Other prompts
+        are encoded directly, with ``pooling_task`` as the params' task (the pooler).
+        ``truncate_prompt_tokens`` (or ``tokenization_kwargs={"truncation": True,
+        "max_length": N}``) cuts text prompts to N tokens. ``use_tqdm`` is accepted and
+        ignored (no progress bar); ``lora_request`` is refused (no adapters here).
+        """
+        if lora_request is not None:
+            raise ValueError("LoRA adapters are not supported by poolstream (lora_request must be None)")
+        if isinstance(pooling_params, Sequence):
+            if len({id(p) for p in pooling_params}) > 1:
+                raise ValueError("poolstream takes one PoolingParams for all prompts of a call")
+            pooling_params = pooling_params[0] if pooling_params else None
+        limit = _truncation(truncate_prompt_tokens, tokenization_kwargs)
+        if limit is not None:
+            pooling_params = (pooling_params or PoolingParams()).clone(truncate_prompt_tokens=limit)
         if isinstance(prompts, Mapping) and "data" in prompts:
-            if prompts["data"] is None:
+            data_prompt = cast(Mapping[str, Any], prompts)
+            if pooling_task not in (None, "plugin"):
+                raise ValueError(
+                    f"A prompt with 'data' is a plugin request: pooling_task must be 'plugin', got {pooling_task!r}"
+                )
+            if data_prompt["data"] is None:
                 raise ValueError(
                     "The 'data' field of the prompt is expected to contain the prompt data and it "
                     "cannot be None."
                 )
-            result = await self._run_plugin(prompts["data"], request_id, priority, pooling_params)
+            result = await self._run_plugin(
+                data_prompt["data"], request_id, priority, pooling_params, whole_request=dict(data_prompt)
+            )
             return [
                 PoolingRequestOutput(
                     request_id=result.response.request_id or "",
@@ -131,6 +172,9 @@ class AsyncLLM:
                 )
             ]
         prompt_list = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
+        prompt_list = [normalize_prompt(p) for p in prompt_list]  # vLLM 0.15+'s nested multimodal layout
+        if pooling_task is not None and pooling_task != "plugin":
+            pooling_params = (pooling_params or PoolingParams()).clone(task=pooling_task)
         rid = request_id or f"pool-{uuid.uuid4().hex}"
         streams = [
             self.engine.encode(p, pooling_params, f"{rid}-{i}", priority=priority)
@@ -188,7 +232,9 @@ class LLM:
     def config(self) -> PoolstreamConfig:
         return self._llm.config
 
-    def encode(self, prompts: Any, pooling_params: PoolingParams | None = None, **kwargs: Any):
+    def encode(self, prompts: Any, pooling_params: Any = None, **kwargs: Any) -> list[PoolingRequestOutput]:
+        """vLLM's ``LLM.encode`` (``pooling_task``, ``use_tqdm``, ``truncate_prompt_tokens``,
+        ``tokenization_kwargs``, ``lora_request``); see ``AsyncLLM.encode``."""
         return self._run(self._llm.encode(prompts, pooling_params, **kwargs))
 
     def process(self, data: Any, **kwargs: Any) -> IOProcessorResponse:

@@ -31,7 +31,8 @@ class RawPayload:
 
 @dataclass
 class IOProcessorRequest(Generic[T]):
-    """A plugin request: vLLM's body with ``data``, plus the request id."""
+    """A plugin request: vLLM's body with ``data`` (the fields of vLLM 0.15's
+    ``IOProcessorRequest``), plus poolstream's ``params`` (the call's PoolingParams)."""
 
     data: T
     model: str | None = None
@@ -39,6 +40,15 @@ class IOProcessorRequest(Generic[T]):
     request_id: str | None = None
     params: PoolingParams | None = None
     task: str = "plugin"
+    user: str | None = None
+    encoding_format: str = "float"
+    embed_dtype: str = "float32"
+    endianness: str = "native"
+
+    @property
+    def truncate_prompt_tokens(self) -> int | None:
+        """vLLM's request field; here it travels in ``params``."""
+        return self.params.truncate_prompt_tokens if self.params is not None else None
 
     def to_pooling_params(self) -> PoolingParams:
         return self.params or PoolingParams(task=self.task)

@@ -102,8 +102,11 @@ class HttpFrontDoor:
     """uvicorn on the running event loop, on its own socket (port 0 picks one)."""
 
     def __init__(self, asgi_app: Any, host: str, port: int, tls: TLSConfig | None = None,
-                 grace_period_s: float = 30.0):
+                 grace_period_s: float = 30.0, reuse_port: bool = False):
         self.host = host
+        # Several front-end processes may serve one HTTP port (SO_REUSEPORT: the kernel spreads
+        # connections across them), as they do the gRPC port.
+        self.reuse_port = reuse_port
         self.requested_port = port
         self.port = 0
         kwargs: dict[str, Any] = {}
@@ -114,6 +117,9 @@ class HttpFrontDoor:
         self.config = uvicorn.Config(
             asgi_app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=max(1, int(grace_period_s)), server_header=False,
+            # Idle keep-alive connections live longer than a load balancer's idle timeout (60 s on
+            # common ones): a server closing first makes the balancer answer 502 (uvicorn's default: 5 s).
+            timeout_keep_alive=75,
             # No proxy headers: the peer and scheme are the socket's (a proxy in front sets its own).
             proxy_headers=False, **kwargs)
         self.server = uvicorn.Server(self.config)
@@ -122,8 +128,14 @@ class HttpFrontDoor:
 
     async def start(self) -> int:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for
+        # sockets that say they are TCP. Without it, Nagle held every small response's body
+        # until the client's delayed ACK: +40 ms per single-text call (bench/bench_http.py).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((self.host, self.requested_port))
         except OSError as e:

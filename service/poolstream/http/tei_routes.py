@@ -50,7 +50,7 @@ async def embed(request: Request, body: TEIEmbedRequest) -> Response:
         params = embed_params(dimensions=body.dimensions, normalize=body.normalize, truncate=body.truncate,
                               prompt_name=body.prompt_name)
         outputs = await run_embeddings(request, prompts, params, "inputs")
-        return json_response([vector(o).tolist() for o in outputs])
+        return json_response([vector(o).numpy() for o in outputs])
 
     return await guarded(ErrorStyle.TEI, work)
 
@@ -105,8 +105,10 @@ async def predict(request: Request, body: TEIPredictRequest) -> Response:
         prompts, single = predict_prompts(body.inputs)
         rows, labels, _ = await classify_prompts(request, prompts, 0, "predict", "inputs",
                                                  activation=not body.raw_scores, truncate=body.truncate)
-        answers = [sorted(({"score": float(v), "label": labels[j]} for j, v in enumerate(row.tolist())),
-                          key=lambda p: p["score"], reverse=True) for row in rows]
+        answers = []
+        for row in rows:
+            ranked = sorted(enumerate(row.tolist()), key=lambda jv: jv[1], reverse=True)
+            answers.append([{"score": float(v), "label": labels[j]} for j, v in ranked])
         return json_response(answers[0] if single else answers)
 
     return await guarded(ErrorStyle.TEI, work)

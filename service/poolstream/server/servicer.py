@@ -16,7 +16,7 @@ from poolstream import scoring
 from poolstream.engine.errors import jittered_retry_delay
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.outputs import PoolingRequestOutput
-from poolstream.plugins.io_processors.pipeline import PipelineResult, monotonic_deadline
+from poolstream.plugins.io_processors.pipeline import PipelineResult, PluginFailedError, monotonic_deadline
 from poolstream.prompt_costs import check_proto_tensor_bytes, check_request_costs, proto_prompt_totals
 from poolstream.server import convert
 from poolstream.server.errors import (
@@ -54,11 +54,13 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         try:
             try:
                 result = await self._run_plugin(request, context)
+                # Encoding the response is part of the call: a plugin value that cannot
+                # be encoded is the plugin's failure (INTERNAL with details), never UNKNOWN.
+                return _process_response(result)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 await abort(context, e)
-            return _process_response(result)
         finally:
             self.state.active_calls -= 1
 
@@ -99,7 +101,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
             try:
                 while (event := await events.get()) is not None:
                     yield event
-                result = task.result()
+                final = pb.ProcessStreamResponse(result=_process_response(task.result()))
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -109,7 +111,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
-            yield pb.ProcessStreamResponse(result=_process_response(result))
+            yield final
         finally:
             self.state.active_calls -= 1
 
@@ -378,9 +380,13 @@ def _request_id(client_id: str, context: grpc.aio.ServicerContext) -> str:
 def _process_response(result: PipelineResult) -> pb.ProcessResponse:
     created = timestamp_pb2.Timestamp()
     created.FromSeconds(int(result.response.created_at or time.time()))
+    try:
+        data = convert.payload_to_proto(result.response.data)
+    except Exception as e:  # the pipeline made it JSON-able; what still fails is the plugin's value
+        raise PluginFailedError("output_to_response", e) from e
     return pb.ProcessResponse(
         request_id=result.response.request_id or "",
         created_at=created,
-        data=convert.payload_to_proto(result.response.data),
+        data=data,
         usage=pb.Usage(prompt_count=result.prompt_count, prompt_tokens=result.prompt_tokens),
     )

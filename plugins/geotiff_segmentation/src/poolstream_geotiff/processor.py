@@ -144,6 +144,8 @@ class GeoTiffSegmentationProcessor(IOProcessor[SegmentationJob, SegmentationResu
     """Land / water / cloud segmentation of multispectral GeoTIFFs with a Prithvi-style model."""
 
     input_types = (pb.GeoTiffSegmentationRequest.DESCRIPTOR.full_name,)
+    # Per-request state lives in the SegmentationJob, never on self: hooks may overlap.
+    concurrent_hooks = True
     output_types = (pb.GeoTiffSegmentationResponse.DESCRIPTOR.full_name,)
     input_media_types = TIFF_MEDIA_TYPES
 
@@ -264,10 +266,11 @@ class GeoTiffSegmentationProcessor(IOProcessor[SegmentationJob, SegmentationResu
     # -- post-processing ------------------------------------------------------
 
     def _job(self, kwargs: dict[str, Any]) -> SegmentationJob:
-        job = kwargs.get("request")
+        job = kwargs.get("parsed_request")
         if not isinstance(job, SegmentationJob) or job.raster is None:
             raise ValueError(
-                "geotiff_segmentation post-processing needs request=<the SegmentationJob that pre_process filled>"
+                "geotiff_segmentation post-processing needs parsed_request=<the SegmentationJob that pre_process "
+                "filled>"
             )
         return job
 

@@ -4,7 +4,7 @@ A job carries everything one request needs from parsing to the response:
 the options, where the raster comes from, and (filled by ``pre_process``)
 the raster's geometry, georeferencing and nodata mask. The plugin instance
 keeps no per-request state; the server hands the job back to every hook as
-``request=``.
+``parsed_request=``.
 """
 
 from __future__ import annotations

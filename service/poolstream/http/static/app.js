@@ -152,10 +152,12 @@ async function* ndjson(response) {
 
 function showLegend(classes) {
   const colours = { land: "rgb(46,139,87)", water: "rgb(30,110,230)", cloud: "rgb(235,235,235)" };
-  $("legend").innerHTML = "";
+  $("legend").replaceChildren();
   for (const c of classes || []) {
-    const span = document.createElement("span");
-    span.innerHTML = `<i style="background:${colours[c.name] || "#888"}"></i>${c.name} ${(100 * c.fraction).toFixed(1)}%`;
+    // textContent, not innerHTML: class names come from the plugin, never markup.
+    const span = document.createElement("span"), swatch = document.createElement("i");
+    swatch.style.background = colours[c.name] || "#888";
+    span.append(swatch, `${c.name} ${(100 * Number(c.fraction)).toFixed(1)}%`);
     $("legend").append(span);
   }
 }

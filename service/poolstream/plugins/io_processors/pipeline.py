@@ -3,40 +3,55 @@
 Shared by the gRPC handlers (Process, ProcessStream) and the in-process
 ``LLM`` API, so both behave the same:
 
-1. ``parse_request`` then ``pre_process_async`` -> one prompt or a list (a
-   single prompt is wrapped);
-2. ``validate_or_generate_params`` with the request's params;
+1. ``parse_request`` (E1) or ``parse_data`` (E2/E3), then ``pre_process_async`` ->
+   one prompt or a list (a single prompt is wrapped; vLLM 0.15+'s nested
+   multimodal layout is flattened);
+2. ``validate_or_generate_params`` (E1) or ``merge_pooling_params`` (E2/E3) with the
+   request's params; the ``task`` the plugin sets goes to the engine unchanged;
 3. every prompt is submitted at once as ``<request id>-<i>`` with the
    request's priority (and deadline);
 4. outputs are merged in completion order as ``(i, output)`` and fed to
    ``post_process_async`` *while the engine still produces them*; an observer
    callback sees each one first (ProcessStream streams it to the client);
-5. ``output_to_response`` builds the response.
+5. ``output_to_response`` builds the response, encoded here as the client will
+   get it (pydantic models as FastAPI would serialise them, see response.py).
 
 Whatever way the call ends (error, cancel, deadline), every sub-request still
 queued is aborted in the engine.
 
-Sync plugin hooks that the plugin did not wrap in its own ``*_async``
-override run in a worker thread, so plugin CPU work never stalls the event
-loop that serves other requests.
+Sync plugin hooks run in a worker thread, so plugin CPU work never stalls the
+event loop that serves other requests; by default one at a time per plugin,
+with one request's parse, pre_process and params hook as one step, which is
+the ordering vLLM gives (see ``PluginPipeline.__init__``). Hooks get
+``request=`` (the raw ``IOProcessorRequest``, vLLM's meaning) and
+``parsed_request=`` (the parsed input) when their signature accepts them
+(hooks.py). Errors: ``ValueError``/``TypeError`` from parsing, pre-processing
+or the params hook are the payload's (``PayloadError``); anything else a hook
+raises or returns that cannot be used is the plugin's (``PluginFailedError``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from poolstream.config import LimitsConfig
 from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
+from poolstream.inputs import prompt_kind
 from poolstream.outputs import PoolingRequestOutput
+from poolstream.plugins.io_processors.compat_types import native_request, to_pooling_params
+from poolstream.plugins.io_processors.hooks import PluginHooks
 from poolstream.plugins.io_processors.interface import IOProcessor
+from poolstream.plugins.io_processors.response import normalize_response
 from poolstream.pooling_params import PoolingParams
 from poolstream.prompt_costs import check_prompt_list
 from poolstream.utils import merge_async_iterators
+
+T = TypeVar("T")
 
 
 class PayloadError(ValueError):
@@ -50,7 +65,8 @@ class TooManyPromptsError(ValueError):
 class PluginFailedError(Exception):
     """A plugin hook raised something other than ValueError/TypeError (-> INTERNAL).
 
-    ``stage`` is "pre_process", "post_process" or "output_to_response".
+    ``stage`` is "parse_request", "pre_process", "params", "post_process" or
+    "output_to_response".
     """
 
     def __init__(self, stage: str, cause: BaseException):
@@ -104,13 +120,15 @@ class PluginPipeline:
         self.engine = engine
         self.max_prompts = max_prompts_per_request
         self.limits = limits  # per-request cost caps over the plugin's prompts (prompt_costs.py)
-        cls = type(processor)
-        # Run the sync hooks in a thread only when the plugin kept the defaults.
-        self._default_pre = cls.pre_process_async is IOProcessor.pre_process_async
-        self._default_post = cls.post_process_async is IOProcessor.post_process_async
-        # vLLM's params hook gets no request; ours also passes it when the
-        # plugin's signature accepts `request` (or **kwargs).
-        self._params_take_request = _accepts_kwarg(processor.validate_or_generate_params, "request")
+        self.hooks = PluginHooks.of(processor, takes_renderer=getattr(processor, "renderer", None) is not None)
+        # vLLM runs every sync hook on its event loop, so for one request nothing runs
+        # between its pre_process and its params hook, and plugins rely on that (state
+        # stashed on self in pre_process, popped in the params hook). poolstream runs
+        # sync hooks in worker threads (the serving loop stays free) but one at a time
+        # per plugin, parse + pre_process + params as one step, unless the plugin
+        # declares ``concurrent_hooks = True``.
+        self._serial = not getattr(processor, "concurrent_hooks", False)
+        self._lock: asyncio.Lock | None = None
 
     async def run(
         self,
@@ -119,24 +137,52 @@ class PluginPipeline:
         deadline: float | None = None,
         observer: OutputObserver | None = None,
         on_prompt_count: Callable[[int], None] | None = None,
+        whole_request: Any = None,
     ) -> PipelineResult:
-        proc = self.processor
+        """Run one plugin request. ``whole_request`` is what ``parse_request`` receives
+        (default: ``request``; offline, vLLM passes the whole prompt dict)."""
+        proc, hooks = self.processor, self.hooks
         request.request_id = request_id
+        raw = native_request(request)  # vLLM's own class where vLLM is installed
+        parse_input = raw if whole_request is None else whole_request
 
-        # 1. Parse and pre-process: ValueError/TypeError are the client's fault.
+        # 1-2. Parse, pre-process and params: ValueError/TypeError are the client's fault.
+        def prepare(with_pre: bool) -> tuple[Any, Any, PoolingParams | None]:
+            parsed = _stage("parse_request", hooks.parse, proc, parse_input, request.data)
+            prompts = None
+            if with_pre:
+                prompts = _stage(
+                    "pre_process", proc.pre_process, parsed, request_id=request_id,
+                    **hooks.extra("pre_process", request=raw, parsed_request=parsed),
+                )
+                params = _stage("params", hooks.params, proc, request.params, request=raw, parsed_request=parsed)
+                return parsed, prompts, _checked_params(params)
+            return parsed, prompts, None
+
+        if hooks.default_pre:
+            parsed, prompts, params = await self._sync(prepare, True)
+        else:
+            parsed, _, _ = await self._sync(prepare, False)
+            try:
+                prompts = await proc.pre_process_async(
+                    parsed, request_id=request_id,
+                    **hooks.extra("pre_process_async", request=raw, parsed_request=parsed),
+                )
+            except (ValueError, TypeError) as e:
+                raise PayloadError(str(e)) from e
+            except Exception as e:
+                raise PluginFailedError("pre_process", e) from e
+            raw_params = await self._sync(
+                _stage, "params", hooks.params, proc, request.params, request=raw, parsed_request=parsed
+            )
+            params = _checked_params(raw_params)
         try:
-            validated = proc.parse_request(request)
-            if self._default_pre:
-                prompts = await asyncio.to_thread(proc.pre_process, validated, request_id, request=validated)
-            else:
-                prompts = await proc.pre_process_async(validated, request_id=request_id, request=validated)
+            # A prompt of the wrong shape is the plugin's bug, not the client's payload.
+            prompt_list = [normalize_prompt(p) for p in _as_prompt_list(prompts)]
+            for prompt in prompt_list:
+                prompt_kind(prompt)
         except (ValueError, TypeError) as e:
-            raise PayloadError(str(e)) from e
-        except RecursionError as e:  # a payload nested deeper than the plugin's parser goes
-            raise PayloadError(f"the payload is nested too deeply to parse ({e})") from e
-        except Exception as e:
             raise PluginFailedError("pre_process", e) from e
-        prompt_list = _as_prompt_list(prompts)
         if len(prompt_list) > self.max_prompts:
             raise TooManyPromptsError(
                 f"The plugin produced {len(prompt_list)} prompts; this server allows at most "
@@ -147,15 +193,6 @@ class PluginPipeline:
         if on_prompt_count is not None:
             on_prompt_count(len(prompt_list))
 
-        # 2. Params.
-        try:
-            if self._params_take_request:
-                params = proc.validate_or_generate_params(request.params, request=validated)
-            else:
-                params = proc.validate_or_generate_params(request.params)
-        except (ValueError, TypeError) as e:
-            raise PayloadError(str(e)) from e
-
         # 3. Submit everything at once.
         sub_ids = [f"{request_id}-{i}" for i in range(len(prompt_list))]
         streams = [
@@ -165,21 +202,20 @@ class PluginPipeline:
         merged = merge_async_iterators(*streams) if streams else _empty()
         stats = {"completed": 0, "tokens": 0}
         tapped = self._tap(merged, len(prompt_list), stats, observer)
+        post_kwargs = hooks.extra(
+            "post_process" if hooks.default_post else "post_process_async", request=raw, parsed_request=parsed
+        )
 
         # 4. Post-process while the engine runs.
         try:
             try:
-                if self._default_post:
+                if hooks.default_post:
                     collected = [pair async for pair in tapped]
                     collected.sort(key=lambda pair: pair[0])
                     outputs = [o for _, o in collected]
-                    output = await asyncio.to_thread(
-                        proc.post_process, outputs, request_id, request=validated
-                    )
+                    output = await self._sync(proc.post_process, outputs, request_id=request_id, **post_kwargs)
                 else:
-                    output = await proc.post_process_async(
-                        model_output=tapped, request_id=request_id, request=validated
-                    )
+                    output = await proc.post_process_async(model_output=tapped, request_id=request_id, **post_kwargs)
             except _EngineFailure as e:
                 raise e.cause from None
             except (asyncio.CancelledError, KeyboardInterrupt):
@@ -193,16 +229,33 @@ class PluginPipeline:
             if stats["completed"] < len(sub_ids):
                 self.engine.abort(sub_ids)
 
-        # 5. The response.
-        try:
-            response = proc.output_to_response(output)
-        except Exception as e:
-            raise PluginFailedError("output_to_response", e) from e
-        if not isinstance(response, IOProcessorResponse):
-            response = IOProcessorResponse(data=response)
-        if not response.request_id:
-            response.request_id = request_id
+        # 5. The response, encoded as the client will get it (a failure here is the plugin's).
+        def respond() -> IOProcessorResponse:
+            try:
+                response = proc.output_to_response(output)
+                return normalize_response(response, request_id, tuple(getattr(proc, "output_types", ()) or ()))
+            except Exception as e:
+                raise PluginFailedError("output_to_response", e) from e
+
+        response = await self._sync(respond)
         return PipelineResult(output, response, len(prompt_list), stats["tokens"])
+
+    async def _sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a sync hook in a worker thread; one at a time unless the plugin allows more."""
+        if not self._serial:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            # The lock is held until the thread returns, even if this call is cancelled,
+            # so a cancelled request's hook never overlaps the next request's.
+            task = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                with contextlib.suppress(BaseException):
+                    await task
+                raise
 
     @staticmethod
     async def _tap(
@@ -210,7 +263,7 @@ class PluginPipeline:
         total: int,
         stats: dict[str, int],
         observer: OutputObserver | None,
-    ) -> AsyncIterator[tuple[int, PoolingRequestOutput]]:
+    ) -> AsyncGenerator[tuple[int, PoolingRequestOutput], None]:
         try:
             async for index, output in merged:
                 stats["completed"] += 1
@@ -228,12 +281,47 @@ class PluginPipeline:
                 await aclose()
 
 
-def _accepts_kwarg(func: Callable[..., Any], name: str) -> bool:
+def _stage(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a parse/pre-process/params hook: ValueError/TypeError (pydantic's
+    ValidationError included) are the payload's fault, anything else the plugin's."""
     try:
-        parameters = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        return func(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise PayloadError(str(e)) from e
+    except RecursionError as e:  # a payload nested deeper than the plugin's parser goes
+        raise PayloadError(f"the payload is nested too deeply to parse ({e})") from e
+    except Exception as e:
+        raise PluginFailedError(stage, e) from e
+
+
+def _checked_params(params: Any) -> PoolingParams | None:
+    """The params hook's result as poolstream PoolingParams; another type is the plugin's bug."""
+    try:
+        return to_pooling_params(params)
+    except (TypeError, ValueError) as e:
+        raise PluginFailedError("params", e) from e
+
+
+def normalize_prompt(prompt: Any) -> Any:
+    """vLLM 0.15+'s nested multimodal layout (``{"image": {"pixel_values": t}}``) flattened
+    to the engine's named tensors (``{"pixel_values": t}``); the flat layout and other
+    prompts pass unchanged. ``None`` entries (an input the plugin left out) are dropped."""
+    if not isinstance(prompt, Mapping) or not isinstance(prompt.get("multi_modal_data"), Mapping):
+        return prompt
+    flat: dict[str, Any] = {}
+    for name, value in prompt["multi_modal_data"].items():
+        if isinstance(value, Mapping):  # one modality's named inputs
+            for inner, tensor in value.items():
+                if tensor is None:
+                    continue
+                if inner in flat:
+                    raise ValueError(f"multi_modal_data names {inner!r} in more than one modality")
+                flat[inner] = tensor
+        elif value is not None:
+            if name in flat:
+                raise ValueError(f"multi_modal_data names {name!r} twice")
+            flat[name] = value
+    return {**prompt, "multi_modal_data": flat}
 
 
 def _as_prompt_list(prompts: Any) -> list[Any]:

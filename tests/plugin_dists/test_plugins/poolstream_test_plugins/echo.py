@@ -40,8 +40,13 @@ class EchoInput:
 
 
 class EchoProcessor(IOProcessor[EchoInput, dict]):
+    # No per-request state on self: hooks of different requests may overlap.
+    concurrent_hooks = True
+
     def parse_request(self, request: Any) -> EchoInput:
         data = request.data if isinstance(request, IOProcessorRequest) else request
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            data = data["data"]  # offline: the whole prompt dict {"data": {...}}
         if not isinstance(data, dict) or not isinstance(data.get("texts"), list):
             raise ValueError("Unable to parse the request data")
         if data.get("fail") == "parse":
@@ -63,7 +68,7 @@ class EchoProcessor(IOProcessor[EchoInput, dict]):
         return list(prompt.texts)
 
     async def post_process_async(self, model_output, request_id: str | None = None, **kwargs: Any) -> dict:
-        request: EchoInput = kwargs["request"]
+        request: EchoInput = kwargs["parsed_request"]
         arrival, norms = [], {}
         async for index, output in model_output:
             if not arrival and ON_FIRST_CHUNK is not None:

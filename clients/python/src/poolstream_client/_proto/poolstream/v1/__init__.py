@@ -1451,8 +1451,9 @@ class PoolingServiceStub:
     | UNAUTHENTICATED     | UNAUTHENTICATED                          | a bearer token is required and missing or wrong    |
     | UNAVAILABLE         | NOT_READY, DRAINING, ENGINE_DEAD         | the model is loading, the server shuts down, or    |
     |                     |                                          | the engine died                                    |
-    | INTERNAL            | PRE_PROCESS_FAILED, POST_PROCESS_FAILED, | a plugin hook or the model failed (the server log  |
-    |                     | OUTPUT_TO_RESPONSE_FAILED, MODEL_FAILED, | has the traceback under the request id)            |
+    | INTERNAL            | PARSE_REQUEST_FAILED, PRE_PROCESS_FAILED,| a plugin hook or the model failed (the server log  |
+    |                     | PARAMS_FAILED, POST_PROCESS_FAILED,      | has the traceback under the request id)            |
+    |                     | OUTPUT_TO_RESPONSE_FAILED, MODEL_FAILED, |                                                    |
     |                     | INTERNAL                                 |                                                    |
     """
 

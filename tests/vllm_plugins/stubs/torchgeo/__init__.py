@@ -1,0 +1,1 @@
+"""Stand-in for torchgeo (see ../README.md)."""

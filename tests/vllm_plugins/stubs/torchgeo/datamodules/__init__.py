@@ -1,0 +1,3 @@
+from .geo import BaseDataModule
+
+__all__ = ["BaseDataModule"]
