@@ -233,7 +233,10 @@ def test_5_idle_watch_stream_does_not_hold_shutdown():
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             s.proc.send_signal(signal.SIGTERM)
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert list(watch) == []  # the stream ends (OK) after NOT_SERVING
+            try:
+                assert list(watch) == []  # the stream ends after NOT_SERVING
+            except grpc.RpcError as e:  # or the server, already gone, closed the connection first
+                assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), e
             assert s.proc.wait(timeout=100) == 0  # well before the 120 s grace period
     finally:
         s.stop(signal.SIGKILL)
