@@ -106,7 +106,8 @@ def start_server() -> tuple[subprocess.Popen, str]:
     return proc, f"127.0.0.1:{int(port_file.read_text())}"
 
 
-def server_call(stub: pooling_service_pb2_grpc.PoolingServiceStub, data: bytes) -> tuple[float, geo.GeoTiffSegmentationResponse]:
+def server_call(stub: pooling_service_pb2_grpc.PoolingServiceStub,
+                data: bytes) -> tuple[float, geo.GeoTiffSegmentationResponse]:
     req = ps.ProcessRequest()
     req.data.typed.Pack(geo.GeoTiffSegmentationRequest(geotiff=data))
     t0 = time.perf_counter()
