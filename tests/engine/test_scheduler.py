@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import weakref
+
+import torch
 
 from poolstream.engine.request import EngineRequest, RequestStatus
 from poolstream.engine.scheduler import Scheduler
@@ -106,3 +109,39 @@ def test_dead_entries_are_compacted():
     assert sum(len(d) for d in s._levels.values()) < 5_000
     assert len(s._deadlines) < 5_000
     assert drain(s) == []
+
+
+def _tensor_req(rid: str, deadline: float) -> tuple[EngineRequest, weakref.ref]:
+
+    r = req(rid, group=("tensors", ()), deadline=deadline)
+    pixels = torch.zeros(4, 8, 8)
+    r.prompt = {"multi_modal_data": {"pixel_values": pixels}}
+    r.tensors = {"pixel_values": pixels}
+    return r, weakref.ref(pixels)
+
+
+def test_scheduled_and_aborted_requests_leave_the_deadline_heap():
+    """A far-off deadline must not keep a request that left the queue (and its tensors) alive."""
+    import gc
+
+    s = Scheduler(10_000, max_num_seqs=1)
+    done, done_ref = _tensor_req("done", deadline=1e9)
+    gone, gone_ref = _tensor_req("gone", deadline=1e9)
+    s.add(done)
+    s.add(gone)
+    [batch] = [s.schedule()]
+    assert batch == [done]
+    gone.status = RequestStatus.ABORTED
+    s.forget(gone)
+    assert all(e[2] is None for e in s._deadlines)
+    assert s._deadline_entry == {}
+    # What the engine does with final requests: drop their inputs; then nothing holds the tensors.
+    done.status = RequestStatus.FINISHED
+    for r in (done, gone):
+        r.drop_inputs()
+    del done, gone, batch
+    assert drain(s) == []
+    gc.collect()
+    assert done_ref() is None and gone_ref() is None
+    assert s.expire(now=2e9) == []  # neutralised entries pop without effect
+    assert s._deadlines == []

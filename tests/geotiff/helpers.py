@@ -91,7 +91,9 @@ async def run_inprocess(processor: GeoTiffSegmentationProcessor, model: PrithviS
                         request_id: str = "req", order: str = "shuffled", seed: int = 0) -> Any:
     """parse -> pre_process_async -> model -> post_process_async -> output_to_response."""
     job = processor.parse_request(IOProcessorRequest(data=data, request_id=request_id))
-    prompts = await processor.pre_process_async(job, request_id=request_id, parsed_request=job)
+    stream = await processor.pre_process_async(job, request_id=request_id, parsed_request=job)
+    prompts = [p async for p in stream]  # windows as they decode (all of them, here)
+    assert len(prompts) == len(stream)
     result = await processor.post_process_async(
         model_outputs(model, prompts, request_id, order=order, seed=seed), request_id=request_id, parsed_request=job
     )

@@ -280,7 +280,7 @@ def test_path_source_is_confined_to_the_allowed_directory(tmp_path, model):
     ({"geotiff": "AAAA", "tile_size": 224.5}, "tile_size"),
     ({"geotiff": "AAAA", "bands": [0, 1, 2]}, "selects 3 bands; the model needs 6"),
     ({"geotiff": "AAAA", "output_format": "jpeg"}, "output_format"),
-    ({"url": "https://example.com/a.tif"}, "URL inputs are disabled"),
+    ({"url": "https://example.com/a.tif"}, "does not fetch URLs: download the file"),
     ({"path": "/etc/passwd"}, "path inputs are disabled"),
     (RawPayload("image/png", b"\x89PNG"), "media type"),
     (tensor_pb2.Tensor(), "takes poolstream.payloads.geotiff.v1.GeoTiffSegmentationRequest"),
@@ -294,8 +294,13 @@ def test_invalid_requests_are_rejected_with_a_reason(processor, data, match):
 
 def test_url_refused_even_when_fetching_is_allowed():
     proc = helpers.make_processor(allow_url_fetch=True)
-    with pytest.raises(ValueError, match="does not fetch URLs"):
+    with pytest.raises(ValueError, match="does not fetch URLs") as e:
         proc.parse_request(IOProcessorRequest(data={"url": "https://example.com/a.tif"}))
+    # No message suggests a setting that would make the plugin fetch: none would.
+    for p in (proc, helpers.make_processor()):
+        with pytest.raises(ValueError) as e:
+            p.parse_request(IOProcessorRequest(data={"url": "https://example.com/a.tif"}))
+        assert "allow" not in str(e.value).replace("allowed media directory", "")
 
 
 def huge_tiff_header(width: int, height: int, samples: int = 6) -> bytes:

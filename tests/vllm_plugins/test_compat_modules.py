@@ -157,3 +157,9 @@ def test_a_real_vllm_is_never_shadowed(tmp_path):
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_plugin_whose_constructor_fails_stops_startup_with_one_clear_error():
+    # geotiff_tiles_e1 reads tile_size/mean/std from config.json; this config has none.
+    with pytest.raises(ValueError, match=r"plugin 'geotiff_tiles_e1' \(.*GeoTiffTilesProcessor\) failed to start"):
+        select_io_processor(config({"io_processor_plugin": "geotiff_tiles_e1"}))

@@ -129,6 +129,8 @@ async def test_e3_plugin_gets_renderer_and_raw_request_keyword():
         ("bad_prompt", grpc.StatusCode.INTERNAL, "PRE_PROCESS_FAILED"),
         ("bad_params", grpc.StatusCode.INTERNAL, "PARAMS_FAILED"),
         ("post_runtime", grpc.StatusCode.INTERNAL, "POST_PROCESS_FAILED"),
+        ("system_exit", grpc.StatusCode.INTERNAL, "PRE_PROCESS_FAILED"),
+        ("post_interrupt", grpc.StatusCode.INTERNAL, "POST_PROCESS_FAILED"),
         ("opaque", grpc.StatusCode.INTERNAL, "OUTPUT_TO_RESPONSE_FAILED"),
     ],
 )
@@ -169,3 +171,16 @@ async def test_the_task_a_plugin_sets_selects_the_pooler():
     assert [s for s in per_token["shapes"]] == [[t, 384] for t in per_token["tokens"]]
     assert pooled["shapes"] == [[384], [384]] and default["shapes"] == pooled["shapes"]
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "classify" in e.value.details()
+
+
+async def test_pydantic_output_matching_a_declared_message_is_sent_typed():
+    from poolstream.payloads.text_embedding.v1 import text_embedding_pb2
+
+    async with inproc_server(plugin="typed_counts_e2") as server:
+        typed = await process(server.address, {"texts": ["one", "two words"]})
+        # A field the message does not have (note set): sent as JSON, nothing lost.
+        loose = await process(server.address, {"texts": ["one"], "note": "kept"})
+    assert typed.data.WhichOneof("kind") == "typed"
+    message = text_embedding_pb2.TextEmbeddingResponse()
+    assert typed.data.typed.Unpack(message) and list(message.token_counts) == [3, 4]
+    assert loose.data.WhichOneof("kind") == "json" and loose.data.json["note"] == "kept"

@@ -295,6 +295,7 @@ class AsyncEngine:
         with self._lock:
             if req.status is RequestStatus.WAITING:
                 req.status = RequestStatus.ABORTED  # the core skips it from now on
+                self._core.scheduler.forget(req)  # its deadline entry must not keep it alive
                 self._stats.queued_prompts -= 1
                 self._stats.prompts_aborted += 1
         fut = req.future

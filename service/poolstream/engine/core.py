@@ -266,6 +266,7 @@ class EngineCore:
         with self.lock:
             for req in self.scheduler.expire(now):
                 req.status = RequestStatus.EXPIRED
+                req.drop_inputs()
                 self.stats.queued_prompts -= 1
                 self.stats.prompts_expired += 1
                 finished.append((req, DeadlineExceededError(
@@ -309,6 +310,7 @@ class EngineCore:
         with self.lock:
             for req in batch:
                 req.status = RequestStatus.FINISHED
+                req.drop_inputs()
             self.stats.running_prompts -= len(batch)
             self._running.difference_update(batch)
             self.stats.record_batch(tuple(r.request_id for r in batch), tokens, padded,
@@ -318,6 +320,7 @@ class EngineCore:
         with self.lock:
             for req in batch:
                 req.status = RequestStatus.FAILED
+                req.drop_inputs()
             self.stats.running_prompts -= len(batch)
             self.stats.prompts_failed += len(batch)
             self._running.difference_update(batch)

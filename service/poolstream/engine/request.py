@@ -62,3 +62,11 @@ class EngineRequest:
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    def drop_inputs(self) -> None:
+        """Forget the prompt and its tensors once the request is final (its output is built).
+
+        A tensor prompt may be a view of a large shared buffer (a whole raster): whoever still
+        holds the request object (a stats record, a late abort) must not keep that alive."""
+        self.prompt = None
+        self.tensors = None

@@ -19,9 +19,14 @@ The algorithm of ``schedule()``:
    next level: a lower-priority prompt never rides ahead of a waiting
    higher-priority one.
 
-Requests leave lazily: aborted/expired ones stay in the deques until they are
-met and skipped (status is the source of truth). The caller holds the engine
-lock around ``expire()`` and ``schedule()``.
+Requests leave the deques lazily: aborted/expired ones stay until they are
+met and skipped (status is the source of truth; the core thread meets them at
+its next ``schedule()``). The deadline heap is different: an entry can sit
+there until its deadline (a client's gRPC deadline can be minutes away), so
+a request's entry is neutralised the moment it leaves the waiting state
+(scheduled, expired, or ``forget()`` on abort): the heap never keeps a
+finished or cancelled request, or the tensors it holds, alive. The caller
+holds the engine lock around every method.
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ class Scheduler:
         self.pad_ratio = pad_ratio
         self.window = window or 4 * max_num_seqs
         self._levels: dict[int, deque[EngineRequest]] = {}
-        self._deadlines: list[tuple[float, int, EngineRequest]] = []  # min-heap
+        # Min-heap of [deadline, seq, request or None]; None once the request left the queue.
+        self._deadlines: list[list] = []
+        self._deadline_entry: dict[int, list] = {}  # seq -> its live heap entry
         self._compact_at = 1024
         self._size = 0  # entries in the deques, dead ones included
         self._compact_levels_at = 4096
@@ -70,14 +77,25 @@ class Scheduler:
             self._size = sum(len(dq) for dq in self._levels.values())
             self._compact_levels_at = max(4096, 2 * self._size)
         if req.deadline is not None:
+            entry = [req.deadline, req.seq, req]
+            self._deadline_entry[req.seq] = entry
             heap = self._deadlines
-            heapq.heappush(heap, (req.deadline, req.seq, req))
+            heapq.heappush(heap, entry)
             if len(heap) > self._compact_at:
-                # Scheduled requests linger until their deadline; drop them so far-off
+                # Neutralised entries linger until their deadline; drop them so far-off
                 # deadlines cannot grow the heap without bound (amortised O(1) per add).
-                self._deadlines = [e for e in heap if e[2].status is _WAITING]
+                self._deadlines = [e for e in heap if e[2] is not None and e[2].status is _WAITING]
+                self._deadline_entry = {e[1]: e for e in self._deadlines}
                 heapq.heapify(self._deadlines)
                 self._compact_at = max(1024, 2 * len(self._deadlines))
+
+    def forget(self, req: EngineRequest) -> None:
+        """``req`` left the waiting state outside ``schedule()`` (aborted): drop its deadline entry.
+
+        Its deque slot goes lazily (met and skipped by the next ``schedule()``)."""
+        entry = self._deadline_entry.pop(req.seq, None)
+        if entry is not None:
+            entry[2] = None
 
     def has_waiting(self) -> bool:
         # Lazily-deleted entries make this an over-estimate; schedule() corrects it.
@@ -88,9 +106,11 @@ class Scheduler:
         out = []
         heap = self._deadlines
         while heap and heap[0][0] <= now:
-            _, _, req = heapq.heappop(heap)
-            if req.status is _WAITING:
-                out.append(req)
+            _, seq, req = heapq.heappop(heap)
+            if req is not None:
+                del self._deadline_entry[seq]
+                if req.status is _WAITING:
+                    out.append(req)
         return out
 
     def schedule(self) -> list[EngineRequest]:
@@ -116,6 +136,9 @@ class Scheduler:
                 del self._levels[prio]
             if rest or dq or len(batch) >= self.max_num_seqs:
                 break  # strict priority: the next level only once this one is exhausted
+        for req in batch:
+            if req.deadline is not None:
+                self.forget(req)  # no longer waiting: its deadline is the caller's business now
         return batch
 
     def drain(self) -> list[EngineRequest]:
@@ -123,6 +146,7 @@ class Scheduler:
         out = [r for dq in self._levels.values() for r in dq if r.status is _WAITING]
         self._levels.clear()
         self._deadlines.clear()
+        self._deadline_entry.clear()
         self._size = 0
         return out
 

@@ -8,6 +8,7 @@ and a reason from the table in ``pooling_service.proto``), plus
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -86,7 +87,17 @@ def to_service_error(exc: BaseException) -> ServiceError:
     if isinstance(exc, DecodeError):  # client bytes inside a message (an Any's value) that do not parse
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", f"cannot decode: {exc}")
     if isinstance(exc, PayloadError):
-        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", str(exc), [("data", str(exc))])
+        # A plugin's ValueError may carry its own ErrorInfo reason and metadata (what was
+        # expected and seen): `reason` (UPPER_SNAKE_CASE) and `details` (str -> str) attributes.
+        cause = exc.__cause__
+        reason = getattr(cause, "reason", None)
+        meta = getattr(cause, "details", None)
+        return ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            reason if isinstance(reason, str) and re.fullmatch(r"[A-Z][A-Z0-9_]{0,62}", reason) else "INVALID_PAYLOAD",
+            str(exc), [("data", str(exc))],
+            metadata={str(k): str(v) for k, v in meta.items()} if isinstance(meta, Mapping) else {},
+        )
     if isinstance(exc, PluginFailedError):
         logger.error("Plugin hook failed: %s", exc, exc_info=exc.__cause__)
         return ServiceError(grpc.StatusCode.INTERNAL, f"{exc.stage.upper()}_FAILED", f"The plugin's {exc}")

@@ -53,6 +53,10 @@ def server_info(state: ServerState) -> pb.GetServerInfoResponse:
         plugin.input_types.extend(getattr(cls, "input_types", ()))
         plugin.output_types.extend(getattr(cls, "output_types", ()))
         plugin.input_media_types.extend(getattr(cls, "input_media_types", ()))
+        describe = getattr(sel.processor, "info", None)  # optional poolstream extension
+        details = describe() if callable(describe) else None
+        if details:
+            plugin.details.update(details)
 
     limits = config.limits
     engine_config = config.engine_config

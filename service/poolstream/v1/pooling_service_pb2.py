@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from poolstream.v1 import payload_pb2 as poolstream_dot_v1_dot_payload__pb2
@@ -30,7 +31,7 @@ from poolstream.v1 import pooling_pb2 as poolstream_dot_v1_dot_pooling__pb2
 from poolstream.v1 import tensor_pb2 as poolstream_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#poolstream/v1/pooling_service.proto\x12\rpoolstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1bpoolstream/v1/payload.proto\x1a\x1bpoolstream/v1/pooling.proto\x1a\x1apoolstream/v1/tensor.proto\"\xb3\x01\n\x0eProcessRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x30\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.poolstream.v1.PluginPayloadR\x04\x64\x61ta\x12\x1a\n\x08priority\x18\x03 \x01(\x05R\x08priority\x12\x34\n\x06params\x18\x04 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\"\xc9\x01\n\x0fProcessResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x39\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x30\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x1c.poolstream.v1.PluginPayloadR\x04\x64\x61ta\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x14.poolstream.v1.UsageR\x05usage\"O\n\x05Usage\x12!\n\x0cprompt_count\x18\x01 \x01(\rR\x0bpromptCount\x12#\n\rprompt_tokens\x18\x02 \x01(\x04R\x0cpromptTokens\"\xee\x01\n\x14ProcessStreamRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x30\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.poolstream.v1.PluginPayloadR\x04\x64\x61ta\x12\x1a\n\x08priority\x18\x03 \x01(\x05R\x08priority\x12\x34\n\x06params\x18\x04 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\x12\x33\n\x06\x64\x65tail\x18\x05 \x01(\x0e\x32\x1b.poolstream.v1.StreamDetailR\x06\x64\x65tail\"\xcd\x01\n\x15ProcessStreamResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.poolstream.v1.ProcessChunkH\x00R\x05\x63hunk\x12<\n\x08progress\x18\x02 \x01(\x0b\x32\x1e.poolstream.v1.ProcessProgressH\x00R\x08progress\x12\x38\n\x06result\x18\x03 \x01(\x0b\x32\x1e.poolstream.v1.ProcessResponseH\x00R\x06resultB\x07\n\x05\x65vent\"\x95\x01\n\x0cProcessChunk\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12;\n\x06output\x18\x02 \x01(\x0b\x32#.poolstream.v1.PoolingRequestOutputR\x06output\x12\x1c\n\tcompleted\x18\x03 \x01(\rR\tcompleted\x12\x14\n\x05total\x18\x04 \x01(\rR\x05total\"E\n\x0fProcessProgress\x12\x1c\n\tcompleted\x18\x01 \x01(\rR\tcompleted\x12\x14\n\x05total\x18\x02 \x01(\rR\x05total\"\xb1\x01\n\rEncodeRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12/\n\x07prompts\x18\x02 \x03(\x0b\x32\x15.poolstream.v1.PromptR\x07prompts\x12\x34\n\x06params\x18\x03 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\"\x9b\x01\n\x0e\x45ncodeResponse\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12=\n\x06output\x18\x02 \x01(\x0b\x32#.poolstream.v1.PoolingRequestOutputH\x00R\x06output\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00R\x05\x65rrorB\x08\n\x06result\"\xb4\x01\n\x10\x45ncodeAllRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12/\n\x07prompts\x18\x02 \x03(\x0b\x32\x15.poolstream.v1.PromptR\x07prompts\x12\x34\n\x06params\x18\x03 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\"L\n\x11\x45ncodeAllResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32\x1d.poolstream.v1.EncodeResponseR\x07results\"\x90\x02\n\rRerankRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x14\n\x05query\x18\x02 \x01(\tR\x05query\x12\x1c\n\tdocuments\x18\x03 \x03(\tR\tdocuments\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12\x1f\n\x0breturn_text\x18\x05 \x01(\x08R\nreturnText\x12\x1d\n\nraw_scores\x18\x06 \x01(\x08R\trawScores\x12\x1f\n\x08truncate\x18\x07 \x01(\x08H\x00R\x08truncate\x88\x01\x01\x12\x18\n\x05top_n\x18\x08 \x01(\rH\x01R\x04topN\x88\x01\x01\x42\x0b\n\t_truncateB\x08\n\x06_top_n\"z\n\x0cRerankResult\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n\x05score\x18\x02 \x01(\x02R\x05score\x12\x17\n\x04text\x18\x03 \x01(\tH\x00R\x04text\x88\x01\x01\x12\x1c\n\ttruncated\x18\x04 \x01(\x08R\ttruncatedB\x07\n\x05_text\"\xaa\x01\n\x0eRerankResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x35\n\x07results\x18\x02 \x03(\x0b\x32\x1b.poolstream.v1.RerankResultR\x07results\x12*\n\x05usage\x18\x03 \x01(\x0b\x32\x14.poolstream.v1.UsageR\x05usage\x12\x16\n\x06method\x18\x04 \x01(\tR\x06method\"\x16\n\x14GetServerInfoRequest\"\xde\x01\n\x15GetServerInfoResponse\x12.\n\x05model\x18\x01 \x01(\x0b\x32\x18.poolstream.v1.ModelInfoR\x05model\x12\x31\n\x06plugin\x18\x02 \x01(\x0b\x32\x19.poolstream.v1.PluginInfoR\x06plugin\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x15.poolstream.v1.LimitsR\x06limits\x12\x33\n\x08versions\x18\x04 \x01(\x0b\x32\x17.poolstream.v1.VersionsR\x08versions\"\xfd\x04\n\tModelInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\"\n\x0c\x61rchitecture\x18\x03 \x01(\tR\x0c\x61rchitecture\x12!\n\x0coutput_shape\x18\x04 \x03(\x03R\x0boutputShape\x12\x37\n\x0coutput_dtype\x18\x05 \x01(\x0e\x32\x14.poolstream.v1.DTypeR\x0boutputDtype\x12\"\n\rmax_model_len\x18\x06 \x01(\rR\x0bmaxModelLen\x12\x18\n\x07pooling\x18\x07 \x01(\tR\x07pooling\x12\x1c\n\tnormalize\x18\x08 \x01(\x08R\tnormalize\x12\x16\n\x06\x64\x65vice\x18\t \x01(\tR\x06\x64\x65vice\x12\x39\n\rcompute_dtype\x18\n \x01(\x0e\x32\x14.poolstream.v1.DTypeR\x0c\x63omputeDtype\x12#\n\rtensor_inputs\x18\x0b \x03(\tR\x0ctensorInputs\x12\x30\n\x05tasks\x18\x0c \x03(\x0e\x32\x1a.poolstream.v1.PoolingTaskR\x05tasks\x12=\n\x0c\x64\x65\x66\x61ult_task\x18\r \x01(\x0e\x32\x1a.poolstream.v1.PoolingTaskR\x0b\x64\x65\x66\x61ultTask\x12\x16\n\x06labels\x18\x0e \x03(\tR\x06labels\x12\x18\n\x07\x62\x61\x63kend\x18\x0f \x01(\tR\x07\x62\x61\x63kend\x12!\n\x0cprompt_names\x18\x10 \x03(\tR\x0bpromptNames\x12.\n\x13\x64\x65\x66\x61ult_prompt_name\x18\x11 \x01(\tR\x11\x64\x65\x66\x61ultPromptName\"\x82\x02\n\nPluginInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x33\n\x06source\x18\x02 \x01(\x0e\x32\x1b.poolstream.v1.PluginSourceR\x06source\x12\x1d\n\nclass_name\x18\x03 \x01(\tR\tclassName\x12\x1c\n\tavailable\x18\x04 \x03(\tR\tavailable\x12\x1f\n\x0binput_types\x18\x05 \x03(\tR\ninputTypes\x12!\n\x0coutput_types\x18\x06 \x03(\tR\x0boutputTypes\x12*\n\x11input_media_types\x18\x07 \x03(\tR\x0finputMediaTypes\"\xd4\x03\n\x06Limits\x12\x39\n\x19max_receive_message_bytes\x18\x01 \x01(\x04R\x16maxReceiveMessageBytes\x12\x33\n\x16max_send_message_bytes\x18\x02 \x01(\x04R\x13maxSendMessageBytes\x12\x35\n\x17max_prompts_per_request\x18\x03 \x01(\rR\x14maxPromptsPerRequest\x12,\n\x12max_queued_prompts\x18\x04 \x01(\rR\x10maxQueuedPrompts\x12\x30\n\x14max_concurrent_calls\x18\x05 \x01(\rR\x12maxConcurrentCalls\x12*\n\x11max_payload_bytes\x18\x06 \x01(\x04R\x0fmaxPayloadBytes\x12\x33\n\x16max_num_batched_tokens\x18\x07 \x01(\rR\x13maxNumBatchedTokens\x12 \n\x0cmax_num_seqs\x18\x08 \x01(\rR\nmaxNumSeqs\x12@\n\x0eplugin_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\rpluginTimeout\"\x8c\x01\n\x08Versions\x12\x1e\n\npoolstream\x18\x01 \x01(\tR\npoolstream\x12\x16\n\x06python\x18\x02 \x01(\tR\x06python\x12\x14\n\x05torch\x18\x03 \x01(\tR\x05torch\x12\x16\n\x06grpcio\x18\x04 \x01(\tR\x06grpcio\x12\x1a\n\x08protobuf\x18\x05 \x01(\tR\x08protobuf*c\n\x0cStreamDetail\x12\x1d\n\x19STREAM_DETAIL_UNSPECIFIED\x10\x00\x12\x18\n\x14STREAM_DETAIL_CHUNKS\x10\x01\x12\x1a\n\x16STREAM_DETAIL_PROGRESS\x10\x02*\x80\x01\n\x0cPluginSource\x12\x1d\n\x19PLUGIN_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PLUGIN_SOURCE_NONE\x10\x01\x12\x1a\n\x16PLUGIN_SOURCE_ARGUMENT\x10\x02\x12\x1d\n\x19PLUGIN_SOURCE_CONFIG_JSON\x10\x03\x32\xf9\x03\n\x0ePoolingService\x12H\n\x07Process\x12\x1d.poolstream.v1.ProcessRequest\x1a\x1e.poolstream.v1.ProcessResponse\x12\\\n\rProcessStream\x12#.poolstream.v1.ProcessStreamRequest\x1a$.poolstream.v1.ProcessStreamResponse0\x01\x12G\n\x06\x45ncode\x12\x1c.poolstream.v1.EncodeRequest\x1a\x1d.poolstream.v1.EncodeResponse0\x01\x12N\n\tEncodeAll\x12\x1f.poolstream.v1.EncodeAllRequest\x1a .poolstream.v1.EncodeAllResponse\x12\x45\n\x06Rerank\x12\x1c.poolstream.v1.RerankRequest\x1a\x1d.poolstream.v1.RerankResponse\x12_\n\rGetServerInfo\x12#.poolstream.v1.GetServerInfoRequest\x1a$.poolstream.v1.GetServerInfoResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#poolstream/v1/pooling_service.proto\x12\rpoolstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1bpoolstream/v1/payload.proto\x1a\x1bpoolstream/v1/pooling.proto\x1a\x1apoolstream/v1/tensor.proto\"\xb3\x01\n\x0eProcessRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x30\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.poolstream.v1.PluginPayloadR\x04\x64\x61ta\x12\x1a\n\x08priority\x18\x03 \x01(\x05R\x08priority\x12\x34\n\x06params\x18\x04 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\"\xc9\x01\n\x0fProcessResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x39\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x30\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x1c.poolstream.v1.PluginPayloadR\x04\x64\x61ta\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x14.poolstream.v1.UsageR\x05usage\"O\n\x05Usage\x12!\n\x0cprompt_count\x18\x01 \x01(\rR\x0bpromptCount\x12#\n\rprompt_tokens\x18\x02 \x01(\x04R\x0cpromptTokens\"\xee\x01\n\x14ProcessStreamRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x30\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.poolstream.v1.PluginPayloadR\x04\x64\x61ta\x12\x1a\n\x08priority\x18\x03 \x01(\x05R\x08priority\x12\x34\n\x06params\x18\x04 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\x12\x33\n\x06\x64\x65tail\x18\x05 \x01(\x0e\x32\x1b.poolstream.v1.StreamDetailR\x06\x64\x65tail\"\xcd\x01\n\x15ProcessStreamResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.poolstream.v1.ProcessChunkH\x00R\x05\x63hunk\x12<\n\x08progress\x18\x02 \x01(\x0b\x32\x1e.poolstream.v1.ProcessProgressH\x00R\x08progress\x12\x38\n\x06result\x18\x03 \x01(\x0b\x32\x1e.poolstream.v1.ProcessResponseH\x00R\x06resultB\x07\n\x05\x65vent\"\x95\x01\n\x0cProcessChunk\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12;\n\x06output\x18\x02 \x01(\x0b\x32#.poolstream.v1.PoolingRequestOutputR\x06output\x12\x1c\n\tcompleted\x18\x03 \x01(\rR\tcompleted\x12\x14\n\x05total\x18\x04 \x01(\rR\x05total\"E\n\x0fProcessProgress\x12\x1c\n\tcompleted\x18\x01 \x01(\rR\tcompleted\x12\x14\n\x05total\x18\x02 \x01(\rR\x05total\"\xb1\x01\n\rEncodeRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12/\n\x07prompts\x18\x02 \x03(\x0b\x32\x15.poolstream.v1.PromptR\x07prompts\x12\x34\n\x06params\x18\x03 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\"\x9b\x01\n\x0e\x45ncodeResponse\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12=\n\x06output\x18\x02 \x01(\x0b\x32#.poolstream.v1.PoolingRequestOutputH\x00R\x06output\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00R\x05\x65rrorB\x08\n\x06result\"\xb4\x01\n\x10\x45ncodeAllRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12/\n\x07prompts\x18\x02 \x03(\x0b\x32\x15.poolstream.v1.PromptR\x07prompts\x12\x34\n\x06params\x18\x03 \x01(\x0b\x32\x1c.poolstream.v1.PoolingParamsR\x06params\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\"L\n\x11\x45ncodeAllResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32\x1d.poolstream.v1.EncodeResponseR\x07results\"\x90\x02\n\rRerankRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x14\n\x05query\x18\x02 \x01(\tR\x05query\x12\x1c\n\tdocuments\x18\x03 \x03(\tR\tdocuments\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12\x1f\n\x0breturn_text\x18\x05 \x01(\x08R\nreturnText\x12\x1d\n\nraw_scores\x18\x06 \x01(\x08R\trawScores\x12\x1f\n\x08truncate\x18\x07 \x01(\x08H\x00R\x08truncate\x88\x01\x01\x12\x18\n\x05top_n\x18\x08 \x01(\rH\x01R\x04topN\x88\x01\x01\x42\x0b\n\t_truncateB\x08\n\x06_top_n\"z\n\x0cRerankResult\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n\x05score\x18\x02 \x01(\x02R\x05score\x12\x17\n\x04text\x18\x03 \x01(\tH\x00R\x04text\x88\x01\x01\x12\x1c\n\ttruncated\x18\x04 \x01(\x08R\ttruncatedB\x07\n\x05_text\"\xaa\x01\n\x0eRerankResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x35\n\x07results\x18\x02 \x03(\x0b\x32\x1b.poolstream.v1.RerankResultR\x07results\x12*\n\x05usage\x18\x03 \x01(\x0b\x32\x14.poolstream.v1.UsageR\x05usage\x12\x16\n\x06method\x18\x04 \x01(\tR\x06method\"\x16\n\x14GetServerInfoRequest\"\xde\x01\n\x15GetServerInfoResponse\x12.\n\x05model\x18\x01 \x01(\x0b\x32\x18.poolstream.v1.ModelInfoR\x05model\x12\x31\n\x06plugin\x18\x02 \x01(\x0b\x32\x19.poolstream.v1.PluginInfoR\x06plugin\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x15.poolstream.v1.LimitsR\x06limits\x12\x33\n\x08versions\x18\x04 \x01(\x0b\x32\x17.poolstream.v1.VersionsR\x08versions\"\xfd\x04\n\tModelInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\"\n\x0c\x61rchitecture\x18\x03 \x01(\tR\x0c\x61rchitecture\x12!\n\x0coutput_shape\x18\x04 \x03(\x03R\x0boutputShape\x12\x37\n\x0coutput_dtype\x18\x05 \x01(\x0e\x32\x14.poolstream.v1.DTypeR\x0boutputDtype\x12\"\n\rmax_model_len\x18\x06 \x01(\rR\x0bmaxModelLen\x12\x18\n\x07pooling\x18\x07 \x01(\tR\x07pooling\x12\x1c\n\tnormalize\x18\x08 \x01(\x08R\tnormalize\x12\x16\n\x06\x64\x65vice\x18\t \x01(\tR\x06\x64\x65vice\x12\x39\n\rcompute_dtype\x18\n \x01(\x0e\x32\x14.poolstream.v1.DTypeR\x0c\x63omputeDtype\x12#\n\rtensor_inputs\x18\x0b \x03(\tR\x0ctensorInputs\x12\x30\n\x05tasks\x18\x0c \x03(\x0e\x32\x1a.poolstream.v1.PoolingTaskR\x05tasks\x12=\n\x0c\x64\x65\x66\x61ult_task\x18\r \x01(\x0e\x32\x1a.poolstream.v1.PoolingTaskR\x0b\x64\x65\x66\x61ultTask\x12\x16\n\x06labels\x18\x0e \x03(\tR\x06labels\x12\x18\n\x07\x62\x61\x63kend\x18\x0f \x01(\tR\x07\x62\x61\x63kend\x12!\n\x0cprompt_names\x18\x10 \x03(\tR\x0bpromptNames\x12.\n\x13\x64\x65\x66\x61ult_prompt_name\x18\x11 \x01(\tR\x11\x64\x65\x66\x61ultPromptName\"\xb5\x02\n\nPluginInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x33\n\x06source\x18\x02 \x01(\x0e\x32\x1b.poolstream.v1.PluginSourceR\x06source\x12\x1d\n\nclass_name\x18\x03 \x01(\tR\tclassName\x12\x1c\n\tavailable\x18\x04 \x03(\tR\tavailable\x12\x1f\n\x0binput_types\x18\x05 \x03(\tR\ninputTypes\x12!\n\x0coutput_types\x18\x06 \x03(\tR\x0boutputTypes\x12*\n\x11input_media_types\x18\x07 \x03(\tR\x0finputMediaTypes\x12\x31\n\x07\x64\x65tails\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructR\x07\x64\x65tails\"\xd4\x03\n\x06Limits\x12\x39\n\x19max_receive_message_bytes\x18\x01 \x01(\x04R\x16maxReceiveMessageBytes\x12\x33\n\x16max_send_message_bytes\x18\x02 \x01(\x04R\x13maxSendMessageBytes\x12\x35\n\x17max_prompts_per_request\x18\x03 \x01(\rR\x14maxPromptsPerRequest\x12,\n\x12max_queued_prompts\x18\x04 \x01(\rR\x10maxQueuedPrompts\x12\x30\n\x14max_concurrent_calls\x18\x05 \x01(\rR\x12maxConcurrentCalls\x12*\n\x11max_payload_bytes\x18\x06 \x01(\x04R\x0fmaxPayloadBytes\x12\x33\n\x16max_num_batched_tokens\x18\x07 \x01(\rR\x13maxNumBatchedTokens\x12 \n\x0cmax_num_seqs\x18\x08 \x01(\rR\nmaxNumSeqs\x12@\n\x0eplugin_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\rpluginTimeout\"\x8c\x01\n\x08Versions\x12\x1e\n\npoolstream\x18\x01 \x01(\tR\npoolstream\x12\x16\n\x06python\x18\x02 \x01(\tR\x06python\x12\x14\n\x05torch\x18\x03 \x01(\tR\x05torch\x12\x16\n\x06grpcio\x18\x04 \x01(\tR\x06grpcio\x12\x1a\n\x08protobuf\x18\x05 \x01(\tR\x08protobuf*c\n\x0cStreamDetail\x12\x1d\n\x19STREAM_DETAIL_UNSPECIFIED\x10\x00\x12\x18\n\x14STREAM_DETAIL_CHUNKS\x10\x01\x12\x1a\n\x16STREAM_DETAIL_PROGRESS\x10\x02*\x80\x01\n\x0cPluginSource\x12\x1d\n\x19PLUGIN_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PLUGIN_SOURCE_NONE\x10\x01\x12\x1a\n\x16PLUGIN_SOURCE_ARGUMENT\x10\x02\x12\x1d\n\x19PLUGIN_SOURCE_CONFIG_JSON\x10\x03\x32\xf9\x03\n\x0ePoolingService\x12H\n\x07Process\x12\x1d.poolstream.v1.ProcessRequest\x1a\x1e.poolstream.v1.ProcessResponse\x12\\\n\rProcessStream\x12#.poolstream.v1.ProcessStreamRequest\x1a$.poolstream.v1.ProcessStreamResponse0\x01\x12G\n\x06\x45ncode\x12\x1c.poolstream.v1.EncodeRequest\x1a\x1d.poolstream.v1.EncodeResponse0\x01\x12N\n\tEncodeAll\x12\x1f.poolstream.v1.EncodeAllRequest\x1a .poolstream.v1.EncodeAllResponse\x12\x45\n\x06Rerank\x12\x1c.poolstream.v1.RerankRequest\x1a\x1d.poolstream.v1.RerankResponse\x12_\n\rGetServerInfo\x12#.poolstream.v1.GetServerInfoRequest\x1a$.poolstream.v1.GetServerInfoResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,50 +40,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POOLINGSERVICE'].methods_by_name['GetServerInfo']._loaded_options = None
   _globals['_POOLINGSERVICE'].methods_by_name['GetServerInfo']._serialized_options = b'\220\002\001'
-  _globals['_STREAMDETAIL']._serialized_start=4304
-  _globals['_STREAMDETAIL']._serialized_end=4403
-  _globals['_PLUGINSOURCE']._serialized_start=4406
-  _globals['_PLUGINSOURCE']._serialized_end=4534
-  _globals['_PROCESSREQUEST']._serialized_start=231
-  _globals['_PROCESSREQUEST']._serialized_end=410
-  _globals['_PROCESSRESPONSE']._serialized_start=413
-  _globals['_PROCESSRESPONSE']._serialized_end=614
-  _globals['_USAGE']._serialized_start=616
-  _globals['_USAGE']._serialized_end=695
-  _globals['_PROCESSSTREAMREQUEST']._serialized_start=698
-  _globals['_PROCESSSTREAMREQUEST']._serialized_end=936
-  _globals['_PROCESSSTREAMRESPONSE']._serialized_start=939
-  _globals['_PROCESSSTREAMRESPONSE']._serialized_end=1144
-  _globals['_PROCESSCHUNK']._serialized_start=1147
-  _globals['_PROCESSCHUNK']._serialized_end=1296
-  _globals['_PROCESSPROGRESS']._serialized_start=1298
-  _globals['_PROCESSPROGRESS']._serialized_end=1367
-  _globals['_ENCODEREQUEST']._serialized_start=1370
-  _globals['_ENCODEREQUEST']._serialized_end=1547
-  _globals['_ENCODERESPONSE']._serialized_start=1550
-  _globals['_ENCODERESPONSE']._serialized_end=1705
-  _globals['_ENCODEALLREQUEST']._serialized_start=1708
-  _globals['_ENCODEALLREQUEST']._serialized_end=1888
-  _globals['_ENCODEALLRESPONSE']._serialized_start=1890
-  _globals['_ENCODEALLRESPONSE']._serialized_end=1966
-  _globals['_RERANKREQUEST']._serialized_start=1969
-  _globals['_RERANKREQUEST']._serialized_end=2241
-  _globals['_RERANKRESULT']._serialized_start=2243
-  _globals['_RERANKRESULT']._serialized_end=2365
-  _globals['_RERANKRESPONSE']._serialized_start=2368
-  _globals['_RERANKRESPONSE']._serialized_end=2538
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=2540
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=2562
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=2565
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=2787
-  _globals['_MODELINFO']._serialized_start=2790
-  _globals['_MODELINFO']._serialized_end=3427
-  _globals['_PLUGININFO']._serialized_start=3430
-  _globals['_PLUGININFO']._serialized_end=3688
-  _globals['_LIMITS']._serialized_start=3691
-  _globals['_LIMITS']._serialized_end=4159
-  _globals['_VERSIONS']._serialized_start=4162
-  _globals['_VERSIONS']._serialized_end=4302
-  _globals['_POOLINGSERVICE']._serialized_start=4537
-  _globals['_POOLINGSERVICE']._serialized_end=5042
+  _globals['_STREAMDETAIL']._serialized_start=4385
+  _globals['_STREAMDETAIL']._serialized_end=4484
+  _globals['_PLUGINSOURCE']._serialized_start=4487
+  _globals['_PLUGINSOURCE']._serialized_end=4615
+  _globals['_PROCESSREQUEST']._serialized_start=261
+  _globals['_PROCESSREQUEST']._serialized_end=440
+  _globals['_PROCESSRESPONSE']._serialized_start=443
+  _globals['_PROCESSRESPONSE']._serialized_end=644
+  _globals['_USAGE']._serialized_start=646
+  _globals['_USAGE']._serialized_end=725
+  _globals['_PROCESSSTREAMREQUEST']._serialized_start=728
+  _globals['_PROCESSSTREAMREQUEST']._serialized_end=966
+  _globals['_PROCESSSTREAMRESPONSE']._serialized_start=969
+  _globals['_PROCESSSTREAMRESPONSE']._serialized_end=1174
+  _globals['_PROCESSCHUNK']._serialized_start=1177
+  _globals['_PROCESSCHUNK']._serialized_end=1326
+  _globals['_PROCESSPROGRESS']._serialized_start=1328
+  _globals['_PROCESSPROGRESS']._serialized_end=1397
+  _globals['_ENCODEREQUEST']._serialized_start=1400
+  _globals['_ENCODEREQUEST']._serialized_end=1577
+  _globals['_ENCODERESPONSE']._serialized_start=1580
+  _globals['_ENCODERESPONSE']._serialized_end=1735
+  _globals['_ENCODEALLREQUEST']._serialized_start=1738
+  _globals['_ENCODEALLREQUEST']._serialized_end=1918
+  _globals['_ENCODEALLRESPONSE']._serialized_start=1920
+  _globals['_ENCODEALLRESPONSE']._serialized_end=1996
+  _globals['_RERANKREQUEST']._serialized_start=1999
+  _globals['_RERANKREQUEST']._serialized_end=2271
+  _globals['_RERANKRESULT']._serialized_start=2273
+  _globals['_RERANKRESULT']._serialized_end=2395
+  _globals['_RERANKRESPONSE']._serialized_start=2398
+  _globals['_RERANKRESPONSE']._serialized_end=2568
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=2570
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=2592
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=2595
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=2817
+  _globals['_MODELINFO']._serialized_start=2820
+  _globals['_MODELINFO']._serialized_end=3457
+  _globals['_PLUGININFO']._serialized_start=3460
+  _globals['_PLUGININFO']._serialized_end=3769
+  _globals['_LIMITS']._serialized_start=3772
+  _globals['_LIMITS']._serialized_end=4240
+  _globals['_VERSIONS']._serialized_start=4243
+  _globals['_VERSIONS']._serialized_end=4383
+  _globals['_POOLINGSERVICE']._serialized_start=4618
+  _globals['_POOLINGSERVICE']._serialized_end=5123
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
 from poolstream.v1 import payload_pb2 as _payload_pb2
@@ -250,7 +251,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., architecture: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., max_model_len: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., device: _Optional[str] = ..., compute_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., tensor_inputs: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[_pooling_pb2.PoolingTask, str]]] = ..., default_task: _Optional[_Union[_pooling_pb2.PoolingTask, str]] = ..., labels: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., default_prompt_name: _Optional[str] = ...) -> None: ...
 
 class PluginInfo(_message.Message):
-    __slots__ = ("name", "source", "class_name", "available", "input_types", "output_types", "input_media_types")
+    __slots__ = ("name", "source", "class_name", "available", "input_types", "output_types", "input_media_types", "details")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +259,7 @@ class PluginInfo(_message.Message):
     INPUT_TYPES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TYPES_FIELD_NUMBER: _ClassVar[int]
     INPUT_MEDIA_TYPES_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: PluginSource
     class_name: str
@@ -265,7 +267,8 @@ class PluginInfo(_message.Message):
     input_types: _containers.RepeatedScalarFieldContainer[str]
     output_types: _containers.RepeatedScalarFieldContainer[str]
     input_media_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[PluginSource, str]] = ..., class_name: _Optional[str] = ..., available: _Optional[_Iterable[str]] = ..., input_types: _Optional[_Iterable[str]] = ..., output_types: _Optional[_Iterable[str]] = ..., input_media_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    details: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[PluginSource, str]] = ..., class_name: _Optional[str] = ..., available: _Optional[_Iterable[str]] = ..., input_types: _Optional[_Iterable[str]] = ..., output_types: _Optional[_Iterable[str]] = ..., input_media_types: _Optional[_Iterable[str]] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_receive_message_bytes", "max_send_message_bytes", "max_prompts_per_request", "max_queued_prompts", "max_concurrent_calls", "max_payload_bytes", "max_num_batched_tokens", "max_num_seqs", "plugin_timeout")

@@ -21,12 +21,15 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import tifffile
 import torch
+
+from poolstream_geotiff.crs import crs_from_geokeys
 
 # TIFF tag codes.
 TAG_MODEL_PIXEL_SCALE = 33550
@@ -35,7 +38,9 @@ TAG_MODEL_TRANSFORMATION = 34264
 TAG_GEO_KEY_DIRECTORY = 34735
 TAG_GEO_DOUBLE_PARAMS = 34736
 TAG_GEO_ASCII_PARAMS = 34737
+TAG_GDAL_METADATA = 42112
 TAG_GDAL_NODATA = 42113
+MAX_GDAL_METADATA_CHARS = 1 << 20
 GEO_TAGS = (
     TAG_MODEL_PIXEL_SCALE,
     TAG_MODEL_TIEPOINT,
@@ -65,6 +70,9 @@ USER_DEFINED = 32767
 RASTER_PIXEL_IS_POINT = 2
 
 SEGMENT_BUFFER_BYTES = 8 << 20
+DECODE_WORKERS = 1  # tifffile codec threads: 1 = decode on the calling thread (see window_stream)
+SAMPLE_SEGMENTS = 24  # strips/tiles decoded for units detection
+SAMPLE_PIXELS = 1 << 18
 MAX_SEGMENT_BYTES = 512 << 20
 MAX_BANDS = 256
 F16_MAX = 65504.0
@@ -91,6 +99,10 @@ class RasterHeader:
     planar_separate: bool
     geo: GeoInfo
     nodata: float | None  # GDAL_NODATA tag
+    # From GDAL_METADATA (what GDAL writes for band descriptions and scale/offset); per band.
+    band_names: list[str] = field(default_factory=list)  # "" where a band has no description
+    scales: list[float] | None = None
+    offsets: list[float] | None = None
 
 
 class RasterError(ValueError):
@@ -113,10 +125,23 @@ def open_tiff(source: bytes | str) -> tuple[tifffile.TiffFile, int]:
         raise
     except (tifffile.TiffFileError, ValueError, struct.error, EOFError, OSError) as e:
         raise RasterError(f"not a readable TIFF: {e}") from None
+    # Closing a TiffFile leaves a BytesIO it did not open alone, and tifffile's objects form
+    # reference cycles: without an explicit close the request's bytes would live until the
+    # next cyclic garbage collection (see close_tiff).
+    tif._poolstream_buffer = fh if isinstance(fh, io.BytesIO) else None  # type: ignore[attr-defined]
     if not len(tif.pages):
-        tif.close()
+        close_tiff(tif)
         raise RasterError("the TIFF has no image")
     return tif, size
+
+
+def close_tiff(tif: tifffile.TiffFile) -> None:
+    """Close ``tif`` and release the bytes it was reading (now, not at the next GC cycle)."""
+    tif.close()
+    buffer = getattr(tif, "_poolstream_buffer", None)
+    if buffer is not None:
+        buffer.close()
+        tif._poolstream_buffer = None  # type: ignore[attr-defined]
 
 
 def read_header(tif: tifffile.TiffFile, file_size: int, max_pixels: int) -> RasterHeader:
@@ -174,7 +199,54 @@ def read_header(tif: tifffile.TiffFile, file_size: int, max_pixels: int) -> Rast
         planar_separate=bands > 1 and int(page.planarconfig) == 2,
         geo=read_geo(page),
         nodata=_nodata_tag(page),
+        **_gdal_band_metadata(page, bands),
     )
+
+
+def _gdal_band_metadata(page: tifffile.TiffPage, bands: int) -> dict[str, Any]:
+    """Band descriptions and scale/offset from the GDAL_METADATA tag's XML.
+
+    GDAL writes ``<Item name="DESCRIPTION" sample="0" role="description">B02</Item>``,
+    ``role="scale"`` and ``role="offset"`` items (sample: zero-based band).
+    Anything malformed is ignored: this metadata is a hint, never required.
+    """
+    tag = page.tags.get(TAG_GDAL_METADATA)
+    if tag is None:
+        return {}
+    text = tag.value.decode("utf-8", "replace") if isinstance(tag.value, bytes) else str(tag.value)
+    if len(text) > MAX_GDAL_METADATA_CHARS or "<!DOCTYPE" in text or "<!ENTITY" in text:
+        return {}  # no entity expansion, no huge documents
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(text.strip().strip("\x00"))
+    except ET.ParseError:
+        return {}
+    names = [""] * bands
+    scales: list[float | None] = [None] * bands
+    offsets: list[float | None] = [None] * bands
+    for item in root.iter("Item"):
+        role = (item.get("role") or "").lower()
+        sample = item.get("sample")
+        if sample is None or not sample.isdigit() or int(sample) >= bands:
+            continue
+        b, value = int(sample), (item.text or "").strip()
+        try:
+            if role == "description":
+                names[b] = value[:256]
+            elif role == "scale":
+                scales[b] = float(value)
+            elif role == "offset":
+                offsets[b] = float(value)
+        except ValueError:
+            continue
+    out: dict[str, Any] = {}
+    if any(names):
+        out["band_names"] = names
+    if any(v is not None for v in scales) or any(v is not None for v in offsets):
+        out["scales"] = [1.0 if v is None else v for v in scales]
+        out["offsets"] = [0.0 if v is None else v for v in offsets]
+    return out
 
 
 def _nodata_tag(page: tifffile.TiffPage) -> float | None:
@@ -230,15 +302,13 @@ def _geo_keys(tags: dict[int, Any]) -> dict[int, Any]:
 
 
 def _crs_string(keys: dict[int, Any]) -> str:
-    for key in (PROJECTED_CS_TYPE, GEOGRAPHIC_TYPE):
-        code = keys.get(key)
-        if isinstance(code, int) and 0 < code < USER_DEFINED:
-            return f"EPSG:{code}"
+    citation = ""
     for key in (PCS_CITATION, GT_CITATION, GEOG_CITATION):
         cit = keys.get(key)
         if isinstance(cit, str) and cit:
-            return cit
-    return ""
+            citation = cit
+            break
+    return crs_from_geokeys(keys, citation)
 
 
 def _geotransform(tags: dict[int, Any], keys: dict[int, Any]) -> tuple[float, ...]:
@@ -261,25 +331,98 @@ def _geotransform(tags: dict[int, Any], keys: dict[int, Any]) -> tuple[float, ..
     return tuple(gt)
 
 
+def _bad_pixels(plane: np.ndarray, nodata: float | None, is_float: bool) -> np.ndarray | None:
+    bad = None
+    if nodata is not None:
+        bad = plane == nodata
+    if is_float:
+        nonfinite = ~np.isfinite(plane)
+        bad = nonfinite if bad is None else (bad | nonfinite)
+    return bad
+
+
+def sample_values(tif: tifffile.TiffFile, header: RasterHeader, bands: list[int], nodata: float | None,
+                  budget: int = SAMPLE_PIXELS) -> np.ndarray:
+    """Valid values of the selected bands from segments spread over the raster: float64 [len(bands), n].
+
+    Decodes at most ``SAMPLE_SEGMENTS`` strips/tiles (evenly spaced through the
+    file) and keeps at most ``budget`` pixels (a pixel is valid when no selected
+    band is nodata or non-finite). What units detection looks at (units.py).
+    """
+    page = tif.pages.first
+    n_seg = len(page.dataoffsets)
+    per_band_segments = n_seg // header.bands if header.planar_separate else n_seg
+    picks = np.unique(np.linspace(0, per_band_segments - 1, min(SAMPLE_SEGMENTS, per_band_segments)).astype(int))
+    decode = page.decode
+    fh = tif.filehandle
+    is_float = header.dtype.kind == "f"
+    chunks: list[np.ndarray] = []
+    try:
+        for i in picks:
+            planes: dict[int, np.ndarray] = {}
+            for b in sorted(set(bands)):
+                # Planar-separate files keep each band's segments in their own run.
+                seg_index = int(i) + (b * per_band_segments if header.planar_separate else 0)
+                if header.planar_separate or not planes:
+                    offset, count = page.dataoffsets[seg_index], page.databytecounts[seg_index]
+                    fh.seek(offset)
+                    data = fh.read(count) if count else None
+                    seg, index, _ = decode(data, seg_index, jpegtables=page.jpegtables)
+                    if seg is None:
+                        break
+                    y0, x0 = int(index[2]), int(index[3])
+                    seg = seg[0][: max(0, header.height - y0), : max(0, header.width - x0)]
+                    if header.planar_separate:
+                        planes[b] = seg[..., 0]
+                    else:
+                        planes = {bb: seg[..., bb] for bb in set(bands)}
+            if len(planes) < len(set(bands)) or not next(iter(planes.values())).size:
+                continue
+            stack = np.stack([planes[b].ravel() for b in bands]).astype(np.float64)
+            ok = np.ones(stack.shape[1], bool)
+            for row in stack:
+                bad = _bad_pixels(row, nodata, is_float)
+                if bad is not None:
+                    ok &= ~bad
+            chunks.append(stack[:, ok])
+    except RasterError:
+        raise
+    except Exception as e:  # noqa: BLE001 - codec errors come in many types
+        raise RasterError(f"cannot decode the raster's pixels: {e}") from None
+    if not chunks:
+        return np.zeros((len(bands), 0))
+    out = np.concatenate(chunks, axis=1)
+    if out.shape[1] > budget:
+        out = out[:, np.linspace(0, out.shape[1] - 1, budget).astype(np.int64)]
+    return out
+
+
 def decode_normalised(
     tif: tifffile.TiffFile,
     header: RasterHeader,
     bands: list[int],
-    mean: np.ndarray,
-    std: np.ndarray,
+    gain: np.ndarray,
+    bias: np.ndarray,
     nodata: float | None,
     out_height: int,
     out_width: int,
+    progress: Callable[[int], None] | None = None,
+    buf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """Decode the selected bands into a zero-padded float16 [len(bands), out_height, out_width] buffer.
 
-    Values are ``(x - mean[c]) / std[c]``; missing pixels (``nodata`` in any
-    selected band, or non-finite) are set to 0 (the band mean) and returned
-    as a bool [height, width] mask (None when there are none).
+    Channel ``c`` is ``x * gain[c] + bias[c]`` (the units conversion and
+    ``(x - mean) / std`` folded into one affine by the caller); missing pixels
+    (``nodata`` in any selected band, or non-finite) are set to 0 (the band
+    mean) and returned as a bool [height, width] mask (None when there are
+    none). ``progress(rows)`` is called, from this thread, whenever the first
+    ``rows`` rows are final in the buffer (so windows above can be used while
+    the rest decodes); ``buf`` may be passed in pre-allocated.
     """
     page = tif.pages.first
     h, w = header.height, header.width
-    buf = torch.zeros((len(bands), out_height, out_width), dtype=torch.float16)
+    if buf is None:
+        buf = torch.zeros((len(bands), out_height, out_width), dtype=torch.float16)
     view = buf.numpy()
     # Input band -> output channels it feeds (a band may be selected twice).
     feeds: dict[int, list[int]] = {}
@@ -287,51 +430,81 @@ def decode_normalised(
         feeds.setdefault(b, []).append(c)
     missing: np.ndarray | None = None
     is_float = header.dtype.kind == "f"
-    mean32 = np.asarray(mean, np.float32)
-    inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+    gain32 = np.asarray(gain, np.float32)
+    bias32 = np.asarray(bias, np.float32)
+    # Rows are final when every segment covering them is done: count segments per row start.
+    per_row: dict[int, int] = {}
+    for y0 in _segment_row_starts(page, header):
+        per_row[y0] = per_row.get(y0, 0) + 1
+    row_starts = sorted(per_row)
+    next_row = 0  # index into row_starts of the first incomplete segment row
+    done: dict[int, int] = {}
     try:
-        # Bounded reads: tifffile would otherwise read up to 256 MiB of file at once.
-        for segment, index, _shape in page.segments(buffersize=SEGMENT_BUFFER_BYTES):
+        # Bounded reads: tifffile would otherwise read up to 256 MiB of file at once. Codecs
+        # run on tifffile's worker threads (they release the GIL).
+        for segment, index, _shape in page.segments(buffersize=SEGMENT_BUFFER_BYTES, maxworkers=DECODE_WORKERS):
             # index: (separate sample, depth, y, x, contig sample); segment [1, rows, cols, samples]
             y0, x0 = int(index[2]), int(index[3])
-            if y0 >= h or x0 >= w:
-                continue
-            if segment is None:  # empty segment: zeros
-                continue
-            seg = segment[0]
-            rows, cols = min(seg.shape[0], h - y0), min(seg.shape[1], w - x0)
-            seg = seg[:rows, :cols]
-            first_sample = int(index[0]) if header.planar_separate else 0
-            for s in range(seg.shape[-1]):
-                band = first_sample + s
-                outs = feeds.get(band)
-                if not outs:
-                    continue
-                plane = seg[..., s]
-                bad = None
-                if nodata is not None:
-                    bad = plane == nodata
-                if is_float:
-                    nonfinite = ~np.isfinite(plane)
-                    bad = nonfinite if bad is None else (bad | nonfinite)
-                if bad is not None and bad.any():
+            done[y0] = done.get(y0, 0) + 1
+            if y0 < h and x0 < w and segment is not None:  # None: an empty segment (zeros)
+                seg = segment[0]
+                rows, cols = min(seg.shape[0], h - y0), min(seg.shape[1], w - x0)
+                seg = seg[:rows, :cols]
+                first_sample = int(index[0]) if header.planar_separate else 0
+                seg_bad: np.ndarray | None = None
+                for s in range(seg.shape[-1]):
+                    outs = feeds.get(first_sample + s)
+                    if not outs:
+                        continue
+                    plane = seg[..., s]
+                    bad = _bad_pixels(plane, nodata, is_float)
+                    if bad is not None and bad.any():
+                        seg_bad = bad if seg_bad is None else (seg_bad | bad)
+                    x = plane.astype(np.float32)
+                    for c in outs:
+                        z = x * gain32[c]
+                        z += bias32[c]
+                        # Values far outside the band statistics would overflow float16.
+                        np.clip(z, -F16_MAX, F16_MAX, out=z)
+                        view[c, y0:y0 + rows, x0:x0 + cols] = z
+                if seg_bad is not None:
                     if missing is None:
                         missing = np.zeros((h, w), bool)
-                    missing[y0:y0 + rows, x0:x0 + cols] |= bad
-                x = plane.astype(np.float32)
-                for c in outs:
-                    z = (x - mean32[c]) * inv_std[c]
-                    # Values far outside the band statistics would overflow float16.
-                    np.clip(z, -F16_MAX, F16_MAX, out=z)
-                    view[c, y0:y0 + rows, x0:x0 + cols] = z
+                    missing[y0:y0 + rows, x0:x0 + cols] |= seg_bad
+                    # Missing pixels -> the band mean (0), in every channel (NaN inputs became NaN).
+                    view[:, y0:y0 + rows, x0:x0 + cols][:, missing[y0:y0 + rows, x0:x0 + cols]] = 0.0
+            if progress is not None and not header.planar_separate:
+                advanced = False
+                while next_row < len(row_starts) and done.get(row_starts[next_row], 0) >= per_row[row_starts[next_row]]:
+                    next_row += 1
+                    advanced = True
+                if advanced:
+                    progress(row_starts[next_row] if next_row < len(row_starts) else out_height)
     except RasterError:
         raise
     except Exception as e:  # noqa: BLE001 - codec errors come in many types
         raise RasterError(f"cannot decode the raster's pixels: {e}") from None
-    if missing is not None:
-        for c in range(len(bands)):  # NaN inputs became NaN here; missing pixels -> the band mean
+    if missing is not None and header.planar_separate:
+        # A band decoded later may have marked pixels missing after others were written.
+        for c in range(len(bands)):
             view[c, :h, :w][missing] = 0.0
+    if progress is not None:
+        progress(out_height)
     return buf, missing
+
+
+def _segment_row_starts(page: tifffile.TiffPage, header: RasterHeader) -> list[int]:
+    """The first image row of every segment, in file order (strips or tiles)."""
+    n = len(page.dataoffsets)
+    if page.is_tiled:
+        tile_h, tile_w = int(page.tilelength), int(page.tilewidth)
+        across = -(-header.width // tile_w)
+        down = -(-header.height // tile_h)
+        per_band = across * down
+        return [((i % per_band) // across) * tile_h for i in range(n)]
+    rps = int(page.rowsperstrip) if page.rowsperstrip else header.height
+    per_band = max(1, -(-header.height // rps))
+    return [(i % per_band) * rps for i in range(n)]
 
 
 # -- writing ---------------------------------------------------------------
@@ -362,7 +535,9 @@ def encode_geotiff(mask: np.ndarray, geo: GeoInfo, compression: str | None, noda
         software="poolstream geotiff_segmentation",
         bigtiff=mask.nbytes > 3_900_000_000,
     )
-    return out.getvalue()
+    data = out.getvalue()
+    out.close()  # tifffile's writer objects reference `out` in cycles: free its buffer now
+    return data
 
 
 def encode_png(mask: np.ndarray, palette: list[tuple[int, int, int]], transparent: int | None = None) -> bytes:

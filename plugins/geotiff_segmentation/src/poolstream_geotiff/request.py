@@ -52,7 +52,9 @@ class RasterState:
     height: int
     geo: GeoInfo
     grid: TileGrid
-    nodata_mask: np.ndarray | None  # bool [height, width], True where the input had no data
+    nodata_mask: np.ndarray | None  # bool [height, width], True where the input had no data (set once decoded)
+    bands_used: list[int] = field(default_factory=list)  # raster band per model band
+    input_conversion: str = ""  # what was done to the values ("" when nothing)
 
 
 @dataclass
@@ -63,6 +65,9 @@ class SegmentationJob:
     path: str | None = None
     url: str | None = None
     bands: list[int] = field(default_factory=list)
+    band_names: list[str] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    offset: list[float] = field(default_factory=list)
     tile_size: int = 0  # 0: the model's default
     tile_overlap: int | None = None
     output_format: Literal["geotiff", "png"] = "geotiff"
@@ -136,6 +141,9 @@ def _from_proto(msg: pb.GeoTiffSegmentationRequest, reply_as: ReplyAs) -> Segmen
         path=msg.path if source == "path" else None,
         url=msg.url if source == "url" else None,
         bands=list(msg.bands),
+        band_names=[str(n) for n in msg.band_names],
+        scale=_finite_list(msg.scale, "scale", nonzero=True),
+        offset=_finite_list(msg.offset, "offset"),
         tile_size=int(msg.tile_size),
         tile_overlap=int(msg.tile_overlap) if msg.HasField("tile_overlap") else None,
         output_format=_FORMATS[msg.output_format],  # type: ignore[arg-type]
@@ -144,6 +152,17 @@ def _from_proto(msg: pb.GeoTiffSegmentationRequest, reply_as: ReplyAs) -> Segmen
         input_nodata=nodata,
         reply_as=reply_as,
     )
+
+
+def _finite_list(values: Any, name: str, nonzero: bool = False) -> list[float]:
+    out = [float(v) for v in values]
+    if any(not math.isfinite(v) for v in out):
+        raise ValueError(f"{name} must hold finite numbers")
+    if nonzero and any(v == 0 for v in out):
+        raise ValueError(f"{name} must not be 0")
+    if len(out) > 256:
+        raise ValueError(f"{name} has {len(out)} values; at most 256 (one per band)")
+    return out
 
 
 def _enum_value(value: Any, prefix: str, field_name: str) -> Any:

@@ -93,9 +93,16 @@ def select_io_processor(
             f"Available plugins: {list(loadable.keys())}"
         )
     qualname, group = loadable[model_plugin]
-    cls = resolve_obj_by_qualname(qualname)
     logger.info("Using IO Processor plugin %r (%s, %s, from %s)", model_plugin, qualname, group, source.value)
-    processor = instantiate(cls, vllm_config, renderer)
+    try:
+        cls = resolve_obj_by_qualname(qualname)
+        processor = instantiate(cls, vllm_config, renderer)
+    except Exception as e:
+        # vLLM crashes with the traceback; poolstream logs it and stops with one clear line.
+        logger.exception("The IO Processor plugin %r (%s) failed to start", model_plugin, qualname)
+        raise ValueError(
+            f"The IO Processor plugin '{model_plugin}' ({qualname}) failed to start: {type(e).__name__}: {e}"
+        ) from e
     return IOProcessorSelection(processor, model_plugin, source, list(loadable.keys()), group)
 
 

@@ -47,7 +47,7 @@ from poolstream.plugins.io_processors.hooks import PluginHooks
 from poolstream.plugins.io_processors.interface import IOProcessor
 from poolstream.plugins.io_processors.response import normalize_response
 from poolstream.pooling_params import PoolingParams
-from poolstream.utils import merge_async_iterators
+from poolstream.utils import merge_async_iterators, merge_async_iterators_as_added
 
 T = TypeVar("T")
 
@@ -166,36 +166,55 @@ class PluginPipeline:
                 )
             except (ValueError, TypeError) as e:
                 raise PayloadError(str(e)) from e
-            except Exception as e:
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except BaseException as e:  # SystemExit & co. from a plugin are its failure too
                 raise PluginFailedError("pre_process", e) from e
-            raw_params = await self._sync(
-                _stage, "params", hooks.params, proc, request.params, request=raw, parsed_request=parsed
-            )
-            params = _checked_params(raw_params)
+            try:
+                raw_params = await self._sync(
+                    _stage, "params", hooks.params, proc, request.params, request=raw, parsed_request=parsed
+                )
+                params = _checked_params(raw_params)
+            except BaseException:
+                if _is_prompt_stream(prompts):
+                    await _close_stream(prompts)
+                raise
+        # A plugin may stream its prompts (an async iterable with a len(), e.g. windows handed
+        # out while its input decodes): they are submitted as they come (the len() is checked
+        # against the limit and reported up front).
+        streamed = _is_prompt_stream(prompts)
         try:
             # A prompt of the wrong shape is the plugin's bug, not the client's payload.
-            prompt_list = [normalize_prompt(p) for p in _as_prompt_list(prompts)]
+            prompt_list = [] if streamed else [normalize_prompt(p) for p in _as_prompt_list(prompts)]
             for prompt in prompt_list:
                 prompt_kind(prompt)
         except (ValueError, TypeError) as e:
             raise PluginFailedError("pre_process", e) from e
-        if len(prompt_list) > self.max_prompts:
+        total = len(prompts) if streamed else len(prompt_list)
+        if total > self.max_prompts:
+            if streamed:
+                await _close_stream(prompts)
             raise TooManyPromptsError(
-                f"The plugin produced {len(prompt_list)} prompts; this server allows at most "
+                f"The plugin produced {total} prompts; this server allows at most "
                 f"{self.max_prompts} per request (--max-prompts-per-request)."
             )
         if on_prompt_count is not None:
-            on_prompt_count(len(prompt_list))
+            on_prompt_count(total)
 
-        # 3. Submit everything at once.
-        sub_ids = [f"{request_id}-{i}" for i in range(len(prompt_list))]
-        streams = [
-            self.engine.encode(p, params, sid, priority=request.priority, deadline=deadline)
-            for p, sid in zip(prompt_list, sub_ids)
-        ]
-        merged = merge_async_iterators(*streams) if streams else _empty()
+        # 3. Submit everything at once (a stream: each prompt as soon as the plugin yields it).
+        sub_ids = [f"{request_id}-{i}" for i in range(total)]
+        merged: AsyncIterator[tuple[int, PoolingRequestOutput]]
+        if streamed:
+            merged = merge_async_iterators_as_added(
+                self._submit_streamed(prompts, sub_ids, params, request.priority, deadline))
+        else:
+            streams = [
+                self.engine.encode(p, params, sid, priority=request.priority, deadline=deadline)
+                for p, sid in zip(prompt_list, sub_ids)
+            ]
+            merged = merge_async_iterators(*streams) if streams else _empty()
         stats = {"completed": 0, "tokens": 0}
-        tapped = self._tap(merged, len(prompt_list), stats, observer)
+        tapped = self._tap(merged, total, stats, observer)
         post_kwargs = hooks.extra(
             "post_process" if hooks.default_post else "post_process_async", request=raw, parsed_request=parsed
         )
@@ -207,14 +226,16 @@ class PluginPipeline:
                     collected = [pair async for pair in tapped]
                     collected.sort(key=lambda pair: pair[0])
                     outputs = [o for _, o in collected]
-                    output = await self._sync(proc.post_process, outputs, request_id=request_id, **post_kwargs)
+                    output = await self._sync(
+                        _plugin_call, "post_process", proc.post_process, outputs, request_id=request_id, **post_kwargs
+                    )
                 else:
                     output = await proc.post_process_async(model_output=tapped, request_id=request_id, **post_kwargs)
             except _EngineFailure as e:
                 raise e.cause from None
-            except (asyncio.CancelledError, KeyboardInterrupt):
+            except (asyncio.CancelledError, KeyboardInterrupt, PluginFailedError):
                 raise
-            except Exception as e:
+            except BaseException as e:
                 if isinstance(e.__context__, _EngineFailure):
                     raise e.__context__.cause from None
                 raise PluginFailedError("post_process", e) from e
@@ -228,11 +249,33 @@ class PluginPipeline:
             try:
                 response = proc.output_to_response(output)
                 return normalize_response(response, request_id, tuple(getattr(proc, "output_types", ()) or ()))
-            except Exception as e:
+            except BaseException as e:  # runs in a worker thread: nothing here is a signal
                 raise PluginFailedError("output_to_response", e) from e
 
         response = await self._sync(respond)
-        return PipelineResult(output, response, len(prompt_list), stats["tokens"])
+        return PipelineResult(output, response, total, stats["tokens"])
+
+    async def _submit_streamed(
+        self, prompts: Any, sub_ids: list[str], params: PoolingParams | None, priority: int, deadline: float | None,
+    ) -> AsyncIterator[AsyncIterator[PoolingRequestOutput]]:
+        it = prompts.__aiter__()
+        try:
+            i = 0
+            async for prompt in it:
+                if i >= len(sub_ids):
+                    raise PluginFailedError("pre_process", RuntimeError(
+                        f"the plugin's prompt stream yielded more than the {len(sub_ids)} prompts its len() announced"))
+                try:
+                    prompt = normalize_prompt(prompt)
+                    prompt_kind(prompt)
+                except (ValueError, TypeError) as e:
+                    raise PluginFailedError("pre_process", e) from e
+                yield self.engine.encode(prompt, params, sub_ids[i], priority=priority, deadline=deadline)
+                i += 1
+        except (ValueError, TypeError) as e:  # the plugin's stream refused its input (e.g. a corrupt strip)
+            raise PayloadError(str(e)) from e
+        finally:
+            await _close_stream(it)
 
     async def _sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a sync hook in a worker thread; one at a time unless the plugin allows more."""
@@ -282,7 +325,19 @@ def _stage(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return func(*args, **kwargs)
     except (ValueError, TypeError) as e:
         raise PayloadError(str(e)) from e
-    except Exception as e:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:  # SystemExit, KeyboardInterrupt & co. raised by the plugin's code
+        raise PluginFailedError(stage, e) from e
+
+
+def _plugin_call(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a hook in a worker thread where anything it raises is the plugin's failure."""
+    try:
+        return func(*args, **kwargs)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:
         raise PluginFailedError(stage, e) from e
 
 
@@ -314,6 +369,18 @@ def normalize_prompt(prompt: Any) -> Any:
                 raise ValueError(f"multi_modal_data names {name!r} twice")
             flat[name] = value
     return {**prompt, "multi_modal_data": flat}
+
+
+def _is_prompt_stream(prompts: Any) -> bool:
+    return hasattr(prompts, "__aiter__") and hasattr(prompts, "__len__") and not isinstance(prompts, Sequence)
+
+
+async def _close_stream(stream: Any) -> None:
+    for name in ("aclose", "stop"):
+        close = getattr(stream, name, None)
+        if close is not None:
+            await close()
+            return
 
 
 def _as_prompt_list(prompts: Any) -> list[Any]:

@@ -78,8 +78,11 @@ def encode_data(data: Any, output_types: Sequence[str] = ()) -> Any:
 
 
 def _as_registered_message(value: Any, output_types: Sequence[str]) -> Message | None:
+    """The first of ``output_types`` that ``value`` parses into exactly (unset optional
+    fields, i.e. None, aside), or None: then nothing would be lost sending it as JSON."""
     if not isinstance(value, dict):
         return None
+    value = _without_none(value)
     pool = symbol_database.Default()
     for name in output_types:
         try:
@@ -88,6 +91,14 @@ def _as_registered_message(value: Any, output_types: Sequence[str]) -> Message |
         except (KeyError, json_format.ParseError, TypeError, ValueError):
             continue
     return None
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def _is_pydantic(value: Any) -> bool:

@@ -23,3 +23,7 @@ def register_bad_response() -> str:
 
 def register_token_task() -> str:
     return "vllm_style_plugins.token_task.TokenTaskProcessor"
+
+
+def register_typed_counts() -> str:
+    return "vllm_style_plugins.typed_counts.TypedCountsProcessor"

@@ -28,6 +28,8 @@ class BadResponseProcessor(IOProcessor[dict, Any]):
     def pre_process(self, prompt: dict, request_id: str | None = None, **kwargs: Any):
         # vLLM runs this request's params hook right after, so the mode may wait on self.
         self._mode = str(prompt.get("mode", ""))
+        if prompt.get("mode") == "system_exit":
+            raise SystemExit(3)
         if prompt.get("mode") == "bad_prompt":
             return [object()]
         return ["hello"]
@@ -38,6 +40,8 @@ class BadResponseProcessor(IOProcessor[dict, Any]):
     def post_process(self, model_output, request_id: str | None = None, **kwargs: Any) -> Any:
         if self._mode == "post_runtime":
             raise RuntimeError("boom in post_process")
+        if self._mode == "post_interrupt":
+            raise KeyboardInterrupt  # from plugin code in a worker thread, not a signal
         return self._mode
 
     def output_to_response(self, plugin_output: Any) -> IOProcessorResponse:

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9poolstream/payloads/geotiff/v1/geotiff_segmentation.proto\x12\x1epoolstream.payloads.geotiff.v1\"\xe4\x03\n\x1aGeoTiffSegmentationRequest\x12\x1a\n\x07geotiff\x18\x01 \x01(\x0cH\x00R\x07geotiff\x12\x14\n\x04path\x18\x02 \x01(\tH\x00R\x04path\x12\x12\n\x03url\x18\x03 \x01(\tH\x00R\x03url\x12\x14\n\x05\x62\x61nds\x18\x04 \x03(\rR\x05\x62\x61nds\x12\x1b\n\ttile_size\x18\x05 \x01(\rR\x08tileSize\x12&\n\x0ctile_overlap\x18\x06 \x01(\rH\x01R\x0btileOverlap\x88\x01\x01\x12Q\n\routput_format\x18\x07 \x01(\x0e\x32,.poolstream.payloads.geotiff.v1.OutputFormatR\x0coutputFormat\x12!\n\tthreshold\x18\x08 \x01(\x02H\x02R\tthreshold\x88\x01\x01\x12M\n\x0b\x63ompression\x18\t \x01(\x0e\x32+.poolstream.payloads.geotiff.v1.CompressionR\x0b\x63ompression\x12&\n\x0cinput_nodata\x18\n \x01(\x01H\x03R\x0binputNodata\x88\x01\x01\x42\x08\n\x06sourceB\x0f\n\r_tile_overlapB\x0c\n\n_thresholdB\x0f\n\r_input_nodata\"u\n\x0c\x43lassSummary\x12\x14\n\x05value\x18\x01 \x01(\rR\x05value\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n\x0bpixel_count\x18\x03 \x01(\x04R\npixelCount\x12\x1a\n\x08\x66raction\x18\x04 \x01(\x01R\x08\x66raction\"\xac\x03\n\x1bGeoTiffSegmentationResponse\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0cR\x04\x64\x61ta\x12\x1d\n\nmedia_type\x18\x02 \x01(\tR\tmediaType\x12\x14\n\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n\x06height\x18\x04 \x01(\rR\x06height\x12\x10\n\x03\x63rs\x18\x05 \x01(\tR\x03\x63rs\x12\"\n\x0cgeotransform\x18\x06 \x03(\x01R\x0cgeotransform\x12!\n\x0cnodata_value\x18\x07 \x01(\rR\x0bnodataValue\x12,\n\x12nodata_pixel_count\x18\x08 \x01(\x04R\x10nodataPixelCount\x12\x46\n\x07\x63lasses\x18\t \x03(\x0b\x32,.poolstream.payloads.geotiff.v1.ClassSummaryR\x07\x63lasses\x12\x1d\n\ntile_count\x18\n \x01(\rR\ttileCount\x12\x1b\n\ttile_size\x18\x0b \x01(\rR\x08tileSize\x12!\n\x0ctile_overlap\x18\x0c \x01(\rR\x0btileOverlap*_\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_GEOTIFF\x10\x01\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x02*n\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OMPRESSION_LZW\x10\x01\x12\x17\n\x13\x43OMPRESSION_DEFLATE\x10\x02\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9poolstream/payloads/geotiff/v1/geotiff_segmentation.proto\x12\x1epoolstream.payloads.geotiff.v1\"\xb1\x04\n\x1aGeoTiffSegmentationRequest\x12\x1a\n\x07geotiff\x18\x01 \x01(\x0cH\x00R\x07geotiff\x12\x14\n\x04path\x18\x02 \x01(\tH\x00R\x04path\x12\x12\n\x03url\x18\x03 \x01(\tH\x00R\x03url\x12\x14\n\x05\x62\x61nds\x18\x04 \x03(\rR\x05\x62\x61nds\x12\x1b\n\ttile_size\x18\x05 \x01(\rR\x08tileSize\x12&\n\x0ctile_overlap\x18\x06 \x01(\rH\x01R\x0btileOverlap\x88\x01\x01\x12Q\n\routput_format\x18\x07 \x01(\x0e\x32,.poolstream.payloads.geotiff.v1.OutputFormatR\x0coutputFormat\x12!\n\tthreshold\x18\x08 \x01(\x02H\x02R\tthreshold\x88\x01\x01\x12M\n\x0b\x63ompression\x18\t \x01(\x0e\x32+.poolstream.payloads.geotiff.v1.CompressionR\x0b\x63ompression\x12&\n\x0cinput_nodata\x18\n \x01(\x01H\x03R\x0binputNodata\x88\x01\x01\x12\x1d\n\nband_names\x18\x0b \x03(\tR\tbandNames\x12\x14\n\x05scale\x18\x0c \x03(\x01R\x05scale\x12\x16\n\x06offset\x18\r \x03(\x01R\x06offsetB\x08\n\x06sourceB\x0f\n\r_tile_overlapB\x0c\n\n_thresholdB\x0f\n\r_input_nodata\"u\n\x0c\x43lassSummary\x12\x14\n\x05value\x18\x01 \x01(\rR\x05value\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n\x0bpixel_count\x18\x03 \x01(\x04R\npixelCount\x12\x1a\n\x08\x66raction\x18\x04 \x01(\x01R\x08\x66raction\"\xf6\x03\n\x1bGeoTiffSegmentationResponse\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0cR\x04\x64\x61ta\x12\x1d\n\nmedia_type\x18\x02 \x01(\tR\tmediaType\x12\x14\n\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n\x06height\x18\x04 \x01(\rR\x06height\x12\x10\n\x03\x63rs\x18\x05 \x01(\tR\x03\x63rs\x12\"\n\x0cgeotransform\x18\x06 \x03(\x01R\x0cgeotransform\x12!\n\x0cnodata_value\x18\x07 \x01(\rR\x0bnodataValue\x12,\n\x12nodata_pixel_count\x18\x08 \x01(\x04R\x10nodataPixelCount\x12\x46\n\x07\x63lasses\x18\t \x03(\x0b\x32,.poolstream.payloads.geotiff.v1.ClassSummaryR\x07\x63lasses\x12\x1d\n\ntile_count\x18\n \x01(\rR\ttileCount\x12\x1b\n\ttile_size\x18\x0b \x01(\rR\x08tileSize\x12!\n\x0ctile_overlap\x18\x0c \x01(\rR\x0btileOverlap\x12\x1d\n\nbands_used\x18\r \x03(\rR\tbandsUsed\x12)\n\x10input_conversion\x18\x0e \x01(\tR\x0finputConversion*_\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_GEOTIFF\x10\x01\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x02*n\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OMPRESSION_LZW\x10\x01\x12\x17\n\x13\x43OMPRESSION_DEFLATE\x10\x02\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'poolstream.payloads.geotiff.v1.geotiff_segmentation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTPUTFORMAT']._serialized_start=1130
-  _globals['_OUTPUTFORMAT']._serialized_end=1225
-  _globals['_COMPRESSION']._serialized_start=1227
-  _globals['_COMPRESSION']._serialized_end=1337
+  _globals['_OUTPUTFORMAT']._serialized_start=1281
+  _globals['_OUTPUTFORMAT']._serialized_end=1376
+  _globals['_COMPRESSION']._serialized_start=1378
+  _globals['_COMPRESSION']._serialized_end=1488
   _globals['_GEOTIFFSEGMENTATIONREQUEST']._serialized_start=94
-  _globals['_GEOTIFFSEGMENTATIONREQUEST']._serialized_end=578
-  _globals['_CLASSSUMMARY']._serialized_start=580
-  _globals['_CLASSSUMMARY']._serialized_end=697
-  _globals['_GEOTIFFSEGMENTATIONRESPONSE']._serialized_start=700
-  _globals['_GEOTIFFSEGMENTATIONRESPONSE']._serialized_end=1128
+  _globals['_GEOTIFFSEGMENTATIONREQUEST']._serialized_end=655
+  _globals['_CLASSSUMMARY']._serialized_start=657
+  _globals['_CLASSSUMMARY']._serialized_end=774
+  _globals['_GEOTIFFSEGMENTATIONRESPONSE']._serialized_start=777
+  _globals['_GEOTIFFSEGMENTATIONRESPONSE']._serialized_end=1279
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ COMPRESSION_DEFLATE: Compression
 COMPRESSION_NONE: Compression
 
 class GeoTiffSegmentationRequest(_message.Message):
-    __slots__ = ("geotiff", "path", "url", "bands", "tile_size", "tile_overlap", "output_format", "threshold", "compression", "input_nodata")
+    __slots__ = ("geotiff", "path", "url", "bands", "tile_size", "tile_overlap", "output_format", "threshold", "compression", "input_nodata", "band_names", "scale", "offset")
     GEOTIFF_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,9 @@ class GeoTiffSegmentationRequest(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_NODATA_FIELD_NUMBER: _ClassVar[int]
+    BAND_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     geotiff: bytes
     path: str
     url: str
@@ -49,7 +52,10 @@ class GeoTiffSegmentationRequest(_message.Message):
     threshold: float
     compression: Compression
     input_nodata: float
-    def __init__(self, geotiff: _Optional[bytes] = ..., path: _Optional[str] = ..., url: _Optional[str] = ..., bands: _Optional[_Iterable[int]] = ..., tile_size: _Optional[int] = ..., tile_overlap: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., threshold: _Optional[float] = ..., compression: _Optional[_Union[Compression, str]] = ..., input_nodata: _Optional[float] = ...) -> None: ...
+    band_names: _containers.RepeatedScalarFieldContainer[str]
+    scale: _containers.RepeatedScalarFieldContainer[float]
+    offset: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, geotiff: _Optional[bytes] = ..., path: _Optional[str] = ..., url: _Optional[str] = ..., bands: _Optional[_Iterable[int]] = ..., tile_size: _Optional[int] = ..., tile_overlap: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., threshold: _Optional[float] = ..., compression: _Optional[_Union[Compression, str]] = ..., input_nodata: _Optional[float] = ..., band_names: _Optional[_Iterable[str]] = ..., scale: _Optional[_Iterable[float]] = ..., offset: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ClassSummary(_message.Message):
     __slots__ = ("value", "name", "pixel_count", "fraction")
@@ -64,7 +70,7 @@ class ClassSummary(_message.Message):
     def __init__(self, value: _Optional[int] = ..., name: _Optional[str] = ..., pixel_count: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class GeoTiffSegmentationResponse(_message.Message):
-    __slots__ = ("data", "media_type", "width", "height", "crs", "geotransform", "nodata_value", "nodata_pixel_count", "classes", "tile_count", "tile_size", "tile_overlap")
+    __slots__ = ("data", "media_type", "width", "height", "crs", "geotransform", "nodata_value", "nodata_pixel_count", "classes", "tile_count", "tile_size", "tile_overlap", "bands_used", "input_conversion")
     DATA_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +83,8 @@ class GeoTiffSegmentationResponse(_message.Message):
     TILE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
     TILE_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    BANDS_USED_FIELD_NUMBER: _ClassVar[int]
+    INPUT_CONVERSION_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     media_type: str
     width: int
@@ -89,4 +97,6 @@ class GeoTiffSegmentationResponse(_message.Message):
     tile_count: int
     tile_size: int
     tile_overlap: int
-    def __init__(self, data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., crs: _Optional[str] = ..., geotransform: _Optional[_Iterable[float]] = ..., nodata_value: _Optional[int] = ..., nodata_pixel_count: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ClassSummary, _Mapping]]] = ..., tile_count: _Optional[int] = ..., tile_size: _Optional[int] = ..., tile_overlap: _Optional[int] = ...) -> None: ...
+    bands_used: _containers.RepeatedScalarFieldContainer[int]
+    input_conversion: str
+    def __init__(self, data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., crs: _Optional[str] = ..., geotransform: _Optional[_Iterable[float]] = ..., nodata_value: _Optional[int] = ..., nodata_pixel_count: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ClassSummary, _Mapping]]] = ..., tile_count: _Optional[int] = ..., tile_size: _Optional[int] = ..., tile_overlap: _Optional[int] = ..., bands_used: _Optional[_Iterable[int]] = ..., input_conversion: _Optional[str] = ...) -> None: ...

@@ -21,6 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
+import { Struct } from "../../google/protobuf/struct";
 import { Timestamp } from "../../google/protobuf/timestamp";
 import { Status } from "../../google/rpc/status";
 import { PluginPayload } from "./payload";
@@ -438,6 +439,14 @@ export interface PluginInfo {
   outputTypes: string[];
   /** Media types the plugin accepts as a raw payload. */
   inputMediaTypes: string[];
+  /**
+   * What the plugin says about its inputs for the loaded model, as the
+   * plugin defines it (its `info()`); unset when it says nothing. The
+   * `geotiff_segmentation` plugin lists here the bands the model expects:
+   * `{"input_bands": [{"name", "aliases", "units", "scale", "offset",
+   * "valid_range"}, ...], "conversion_rules": [...]}`.
+   */
+  details: { [key: string]: any } | undefined;
 }
 
 /** Limits are the server's configured bounds. */
@@ -2731,7 +2740,16 @@ export const ModelInfo: MessageFns<ModelInfo> = {
 };
 
 function createBasePluginInfo(): PluginInfo {
-  return { name: "", source: 0, className: "", available: [], inputTypes: [], outputTypes: [], inputMediaTypes: [] };
+  return {
+    name: "",
+    source: 0,
+    className: "",
+    available: [],
+    inputTypes: [],
+    outputTypes: [],
+    inputMediaTypes: [],
+    details: undefined,
+  };
 }
 
 export const PluginInfo: MessageFns<PluginInfo> = {
@@ -2756,6 +2774,9 @@ export const PluginInfo: MessageFns<PluginInfo> = {
     }
     for (const v of message.inputMediaTypes) {
       writer.uint32(58).string(v!);
+    }
+    if (message.details !== undefined) {
+      Struct.encode(Struct.wrap(message.details), writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -2829,6 +2850,14 @@ export const PluginInfo: MessageFns<PluginInfo> = {
             message.inputMediaTypes.push(reader.string());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.details = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2868,6 +2897,7 @@ export const PluginInfo: MessageFns<PluginInfo> = {
         : globalThis.Array.isArray(object?.input_media_types)
         ? object.input_media_types.map((e: any) => globalThis.String(e))
         : [],
+      details: isObject(object.details) ? object.details : undefined,
     };
   },
 
@@ -2894,6 +2924,9 @@ export const PluginInfo: MessageFns<PluginInfo> = {
     if (message.inputMediaTypes?.length) {
       obj.inputMediaTypes = message.inputMediaTypes;
     }
+    if (message.details !== undefined) {
+      obj.details = message.details;
+    }
     return obj;
   },
 
@@ -2909,6 +2942,7 @@ export const PluginInfo: MessageFns<PluginInfo> = {
     message.inputTypes = object.inputTypes?.map((e) => e) || [];
     message.outputTypes = object.outputTypes?.map((e) => e) || [];
     message.inputMediaTypes = object.inputMediaTypes?.map((e) => e) || [];
+    message.details = object.details ?? undefined;
     return message;
   },
 };
@@ -3621,6 +3655,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

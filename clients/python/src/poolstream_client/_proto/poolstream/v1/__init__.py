@@ -684,6 +684,15 @@ class PluginInfo(betterproto2.Message):
     Media types the plugin accepts as a raw payload.
     """
 
+    details: "__google__protobuf__.Struct | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    What the plugin says about its inputs for the loaded model, as the
+    plugin defines it (its `info()`); unset when it says nothing. The
+    `geotiff_segmentation` plugin lists here the bands the model expects:
+    `{"input_bands": [{"name", "aliases", "units", "scale", "offset",
+    "valid_range"}, ...], "conversion_rules": [...]}`.
+    """
+
 
 default_message_pool.register_message("poolstream.v1", "PluginInfo", PluginInfo)
 

@@ -180,7 +180,33 @@ export interface GeoTiffSegmentationRequest {
    * GDAL_NODATA tag. A pixel is missing when any selected band holds it.
    * Unset: the tag's value, if any.
    */
-  inputNodata?: number | undefined;
+  inputNodata?:
+    | number
+    | undefined;
+  /**
+   * Names of the raster's bands, one per band in the raster's order (e.g.
+   * ["B02", "B03", "B04", "B8A", "B11", "B12"]). Each of the model's bands
+   * is picked by its name or an alias (GetServerInfo lists them under
+   * `plugin.details.input_bands`), so any band order works. Overrides the
+   * band descriptions a GDAL-written GeoTIFF carries (which are used the same
+   * way when present). Not with `bands`.
+   */
+  bandNames: string[];
+  /**
+   * What the raster's values mean, in GDAL's convention: physical value
+   * (e.g. surface reflectance 0..1) = stored value * scale + offset. One
+   * value for every band, or one per raster band. Empty: the GeoTIFF's GDAL
+   * scale/offset metadata when present, else the documented detection (a
+   * float raster holding 0..1 is read as reflectance; values that cannot be
+   * the model's units are refused). Stating it turns the detection off; the
+   * converted values must still lie in the model's valid range.
+   */
+  scale: number[];
+  /**
+   * Offset of the raster's values (see `scale`); e.g. Sentinel-2 L2A digital
+   * numbers from processing baseline 04.00 on: scale 0.0001, offset -0.1.
+   */
+  offset: number[];
 }
 
 /** ClassSummary counts the pixels of one class in the output. */
@@ -232,6 +258,17 @@ export interface GeoTiffSegmentationResponse {
   tileSize: number;
   /** Overlap actually used, in pixels. */
   tileOverlap: number;
+  /**
+   * For each of the model's bands, in the model's order, the zero-based
+   * raster band that fed it.
+   */
+  bandsUsed: number[];
+  /**
+   * How the raster's values were brought to the model's units, e.g.
+   * "float reflectance 0..1 detected: x 10000"; empty when they were used
+   * as they are.
+   */
+  inputConversion: string;
 }
 
 function createBaseGeoTiffSegmentationRequest(): GeoTiffSegmentationRequest {
@@ -246,6 +283,9 @@ function createBaseGeoTiffSegmentationRequest(): GeoTiffSegmentationRequest {
     threshold: undefined,
     compression: 0,
     inputNodata: undefined,
+    bandNames: [],
+    scale: [],
+    offset: [],
   };
 }
 
@@ -284,6 +324,23 @@ export const GeoTiffSegmentationRequest: MessageFns<GeoTiffSegmentationRequest> 
     }
     if (message.inputNodata !== undefined) {
       writer.uint32(81).double(message.inputNodata);
+    }
+    for (const v of message.bandNames) {
+      writer.uint32(90).string(v!);
+    }
+    if (message.scale.length !== 0) {
+      writer.uint32(98).fork();
+      for (const v of message.scale) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.offset.length !== 0) {
+      writer.uint32(106).fork();
+      for (const v of message.offset) {
+        writer.double(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -391,6 +448,50 @@ export const GeoTiffSegmentationRequest: MessageFns<GeoTiffSegmentationRequest> 
             message.inputNodata = reader.double();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.bandNames.push(reader.string());
+            continue;
+          }
+          case 12: {
+            if (tag === 97) {
+              message.scale.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 98) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.scale.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 13: {
+            if (tag === 105) {
+              message.offset.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 106) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.offset.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -431,6 +532,13 @@ export const GeoTiffSegmentationRequest: MessageFns<GeoTiffSegmentationRequest> 
         : isSet(object.input_nodata)
         ? globalThis.Number(object.input_nodata)
         : undefined,
+      bandNames: globalThis.Array.isArray(object?.bandNames)
+        ? object.bandNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.band_names)
+        ? object.band_names.map((e: any) => globalThis.String(e))
+        : [],
+      scale: globalThis.Array.isArray(object?.scale) ? object.scale.map((e: any) => globalThis.Number(e)) : [],
+      offset: globalThis.Array.isArray(object?.offset) ? object.offset.map((e: any) => globalThis.Number(e)) : [],
     };
   },
 
@@ -466,6 +574,15 @@ export const GeoTiffSegmentationRequest: MessageFns<GeoTiffSegmentationRequest> 
     if (message.inputNodata !== undefined) {
       obj.inputNodata = floatToJson(message.inputNodata);
     }
+    if (message.bandNames?.length) {
+      obj.bandNames = message.bandNames;
+    }
+    if (message.scale?.length) {
+      obj.scale = message.scale.map((e) => floatToJson(e));
+    }
+    if (message.offset?.length) {
+      obj.offset = message.offset.map((e) => floatToJson(e));
+    }
     return obj;
   },
 
@@ -484,6 +601,9 @@ export const GeoTiffSegmentationRequest: MessageFns<GeoTiffSegmentationRequest> 
     message.threshold = object.threshold ?? undefined;
     message.compression = object.compression ?? 0;
     message.inputNodata = object.inputNodata ?? undefined;
+    message.bandNames = object.bandNames?.map((e) => e) || [];
+    message.scale = object.scale?.map((e) => e) || [];
+    message.offset = object.offset?.map((e) => e) || [];
     return message;
   },
 };
@@ -623,6 +743,8 @@ function createBaseGeoTiffSegmentationResponse(): GeoTiffSegmentationResponse {
     tileCount: 0,
     tileSize: 0,
     tileOverlap: 0,
+    bandsUsed: [],
+    inputConversion: "",
   };
 }
 
@@ -667,6 +789,16 @@ export const GeoTiffSegmentationResponse: MessageFns<GeoTiffSegmentationResponse
     }
     if (message.tileOverlap !== 0) {
       writer.uint32(96).uint32(message.tileOverlap);
+    }
+    if (message.bandsUsed.length !== 0) {
+      writer.uint32(106).fork();
+      for (const v of message.bandsUsed) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.inputConversion !== "") {
+      writer.uint32(114).string(message.inputConversion);
     }
     return writer;
   },
@@ -790,6 +922,32 @@ export const GeoTiffSegmentationResponse: MessageFns<GeoTiffSegmentationResponse
             message.tileOverlap = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag === 104) {
+              message.bandsUsed.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 106) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.bandsUsed.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.inputConversion = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -844,6 +1002,16 @@ export const GeoTiffSegmentationResponse: MessageFns<GeoTiffSegmentationResponse
         : isSet(object.tile_overlap)
         ? globalThis.Number(object.tile_overlap)
         : 0,
+      bandsUsed: globalThis.Array.isArray(object?.bandsUsed)
+        ? object.bandsUsed.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.bands_used)
+        ? object.bands_used.map((e: any) => globalThis.Number(e))
+        : [],
+      inputConversion: isSet(object.inputConversion)
+        ? globalThis.String(object.inputConversion)
+        : isSet(object.input_conversion)
+        ? globalThis.String(object.input_conversion)
+        : "",
     };
   },
 
@@ -885,6 +1053,12 @@ export const GeoTiffSegmentationResponse: MessageFns<GeoTiffSegmentationResponse
     if (message.tileOverlap !== 0) {
       obj.tileOverlap = Math.round(message.tileOverlap);
     }
+    if (message.bandsUsed?.length) {
+      obj.bandsUsed = message.bandsUsed.map((e) => Math.round(e));
+    }
+    if (message.inputConversion !== "") {
+      obj.inputConversion = message.inputConversion;
+    }
     return obj;
   },
 
@@ -905,6 +1079,8 @@ export const GeoTiffSegmentationResponse: MessageFns<GeoTiffSegmentationResponse
     message.tileCount = object.tileCount ?? 0;
     message.tileSize = object.tileSize ?? 0;
     message.tileOverlap = object.tileOverlap ?? 0;
+    message.bandsUsed = object.bandsUsed?.map((e) => e) || [];
+    message.inputConversion = object.inputConversion ?? "";
     return message;
   },
 };

@@ -213,6 +213,33 @@ class GeoTiffSegmentationRequest(betterproto2.Message):
     Unset: the tag's value, if any.
     """
 
+    band_names: "list[str]" = betterproto2.field(11, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Names of the raster's bands, one per band in the raster's order (e.g.
+    ["B02", "B03", "B04", "B8A", "B11", "B12"]). Each of the model's bands
+    is picked by its name or an alias (GetServerInfo lists them under
+    `plugin.details.input_bands`), so any band order works. Overrides the
+    band descriptions a GDAL-written GeoTIFF carries (which are used the same
+    way when present). Not with `bands`.
+    """
+
+    scale: "list[float]" = betterproto2.field(12, betterproto2.TYPE_DOUBLE, repeated=True)
+    """
+    What the raster's values mean, in GDAL's convention: physical value
+    (e.g. surface reflectance 0..1) = stored value * scale + offset. One
+    value for every band, or one per raster band. Empty: the GeoTIFF's GDAL
+    scale/offset metadata when present, else the documented detection (a
+    float raster holding 0..1 is read as reflectance; values that cannot be
+    the model's units are refused). Stating it turns the detection off; the
+    converted values must still lie in the model's valid range.
+    """
+
+    offset: "list[float]" = betterproto2.field(13, betterproto2.TYPE_DOUBLE, repeated=True)
+    """
+    Offset of the raster's values (see `scale`); e.g. Sentinel-2 L2A digital
+    numbers from processing baseline 04.00 on: scale 0.0001, offset -0.1.
+    """
+
 
 default_message_pool.register_message(
     "poolstream.payloads.geotiff.v1", "GeoTiffSegmentationRequest", GeoTiffSegmentationRequest
@@ -287,6 +314,19 @@ class GeoTiffSegmentationResponse(betterproto2.Message):
     tile_overlap: "int" = betterproto2.field(12, betterproto2.TYPE_UINT32)
     """
     Overlap actually used, in pixels.
+    """
+
+    bands_used: "list[int]" = betterproto2.field(13, betterproto2.TYPE_UINT32, repeated=True)
+    """
+    For each of the model's bands, in the model's order, the zero-based
+    raster band that fed it.
+    """
+
+    input_conversion: "str" = betterproto2.field(14, betterproto2.TYPE_STRING)
+    """
+    How the raster's values were brought to the model's units, e.g.
+    "float reflectance 0..1 detected: x 10000"; empty when they were used
+    as they are.
     """
 
 
