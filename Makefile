@@ -24,9 +24,20 @@ help: ## List targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python $(PY_PROJECTS)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,test]' $(foreach d,$(filter-out .,$(PY_DISTS)),-e $(d))
+# Exact versions from the one lock file (requirements.lock) that the application
+# (deploy/install.sh, the images) and CI share; the pyproject files declare ranges.
+$(VENV)/.installed: $(BIN)/python $(PY_PROJECTS) requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock \
+		-e '.[server,otel,dev,test]' $(foreach d,$(filter-out .,$(PY_DISTS)),-e $(d))
 	touch $@
+
+lock: setup ## Rewrite requirements.lock from the venv (after changing a dependency range; then re-run make setup)
+	{ echo "# The one lock file of the application and CI: exact versions for every package that"; \
+	  echo "# make setup, deploy/install.sh and the images install (pip install -c requirements.lock)."; \
+	  echo "# Regenerate with \`make lock\`; tests/ops/test_packaging.py checks it against the pyproject ranges."; \
+	  $(BIN)/pip freeze --exclude-editable --disable-pip-version-check | sed -e 's/^torch==\([^+]*\)+.*/torch==\1/'; \
+	} > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+.PHONY: lock
 
 $(TEST_PLUGINS)/.installed: $(VENV)/.installed $(TEST_PLUGIN_SRC)
 	rm -rf $(TEST_PLUGINS)

@@ -17,16 +17,16 @@ CLIENT_GO_PKGS := golang-go protobuf-compiler golang-google-grpc-dev golang-goog
 CLIENT_SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 CLIENT_APT := $(CLIENT_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-GO_IMPORT_ROOT := poolstream.dev/clients/go
-GO_LINK := .gopath/src/$(GO_IMPORT_ROOT)
-GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/.gopath:/usr/share/gocode GOPROXY=off GOFLAGS= \
+# clients/go is a Go module (go.mod). With no module proxy here, it builds from vendor/,
+# assembled from Debian's Go sources (clients/go/tools/vendor_from_debian.py), offline.
+GO_DIR := clients/go
+GO_VENDOR := $(GO_DIR)/vendor/modules.txt
+GO_ENV := GO111MODULE=on GOFLAGS=-mod=vendor GOPROXY=off GONOSUMDB=* \
 	GOCACHE=$(CURDIR)/.gopath/cache CGO_ENABLED=0
 GO_CLIENT := clients/go/bin/poolstream-go-client
 # Single-request latency from Go (bench/bench_text.py runs it beside its Python client).
 GO_LATENCY := clients/go/bin/poolstream-go-latency
-GO_SRCS := $(shell find clients/go -name '*.go' -not -path 'clients/go/bin/*' 2>/dev/null)
-# Every generated Go package (compiled too, so a broken generation fails the build).
-GO_GEN_PKGS := $(patsubst clients/go/%/,$(GO_IMPORT_ROOT)/%,$(sort $(dir $(filter clients/go/gen/%,$(GO_SRCS)))))
+GO_SRCS := $(shell find clients/go -name '*.go' -not -path 'clients/go/bin/*' -not -path 'clients/go/vendor/*' 2>/dev/null)
 
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
@@ -65,19 +65,16 @@ $(NODE_CLIENT): $(NODE_STAMP) $(NODE_SRCS) $(NODE_DIR)/tsconfig.json
 	cd $(NODE_DIR) && node_modules/.bin/tsc -p tsconfig.json
 	touch $@
 
-# GOPATH layout: .gopath/src/poolstream.dev/clients/go -> clients/go.
-$(GO_LINK):
-	mkdir -p $(dir $@)
-	ln -sfn ../../../../clients/go $@
+$(GO_VENDOR): $(GO_DIR)/go.mod $(GO_SRCS) $(GO_DIR)/tools/vendor_from_debian.py | client-toolchains
+	GOCACHE=$(CURDIR)/.gopath/cache $(PY) $(GO_DIR)/tools/vendor_from_debian.py
 
-$(GO_CLIENT): $(GO_SRCS) | $(GO_LINK) client-toolchains
-	$(GO_ENV) go build $(GO_GEN_PKGS)
-	$(GO_ENV) go vet $(GO_IMPORT_ROOT)/cmd/poolstream-go-client
-	$(GO_ENV) go build -o $@ $(GO_IMPORT_ROOT)/cmd/poolstream-go-client
+# `go build ./...` in module mode: every package (generated ones included), then the programs.
+$(GO_CLIENT): $(GO_SRCS) $(GO_VENDOR) | client-toolchains
+	cd $(GO_DIR) && $(GO_ENV) go build ./... && $(GO_ENV) go vet ./cmd/... && \
+		$(GO_ENV) go build -o bin/poolstream-go-client ./cmd/poolstream-go-client
 
-$(GO_LATENCY): $(GO_SRCS) | $(GO_LINK) client-toolchains
-	$(GO_ENV) go vet $(GO_IMPORT_ROOT)/cmd/poolstream-go-latency
-	$(GO_ENV) go build -o $@ $(GO_IMPORT_ROOT)/cmd/poolstream-go-latency
+$(GO_LATENCY): $(GO_SRCS) $(GO_VENDOR) | client-toolchains
+	cd $(GO_DIR) && $(GO_ENV) go build -o bin/poolstream-go-latency ./cmd/poolstream-go-latency
 
 # Code generation runs the local Go plugins (Debian) and ts-proto (npm).
 gen: client-toolchains $(NODE_STAMP)

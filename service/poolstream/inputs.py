@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict, Union
 
-import torch
-
 
 class TextPrompt(TypedDict):
     """Text to be tokenized by the engine."""
@@ -51,6 +49,8 @@ def prompt_kind(prompt: Any) -> str:
         )
     mm = prompt.get("multi_modal_data")
     if mm:
+        import torch  # here, not at import: the plugin interface imports without torch
+
         if not isinstance(mm, Mapping) or not all(isinstance(v, torch.Tensor) for v in mm.values()):
             raise ValueError("multi_modal_data must map names to torch.Tensor values")
         return "tensors"

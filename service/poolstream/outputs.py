@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import torch
+if TYPE_CHECKING:  # annotations only: the plugin interface imports without torch (`pip install poolstream`)
+    import torch
 
 _O = TypeVar("_O")
 

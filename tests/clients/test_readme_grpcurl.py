@@ -2,9 +2,9 @@
 against a live server and prints what it should.
 
 The commands come from README.md between `<!-- grpcurl:start -->` and
-`<!-- grpcurl:end -->` when README.md has those markers, else from
-clients/README_grpcurl.md. The README's address (127.0.0.1:50051) is replaced
-with the test server's.
+`<!-- grpcurl:end -->` (the only copy: the stale clients/README_grpcurl.md was
+removed). The README's address (127.0.0.1:50051) is replaced with the test
+server's.
 """
 
 from __future__ import annotations
@@ -29,13 +29,9 @@ RESPONSE_TYPE = "poolstream.payloads.text_embedding.v1.TextEmbeddingResponse"
 
 def section() -> tuple[Path, str]:
     readme = ROOT / "README.md"
-    if readme.exists() and START in (text := readme.read_text()) and END in text:
-        return readme, text.split(START, 1)[1].split(END, 1)[0]
-    path = ROOT / "clients" / "README_grpcurl.md"
-    text = path.read_text()
-    if START in text and END in text:
-        text = text.split(START, 1)[1].split(END, 1)[0]
-    return path, text
+    text = readme.read_text()
+    assert START in text and END in text, "README.md lost its grpcurl section markers"
+    return readme, text.split(START, 1)[1].split(END, 1)[0]
 
 
 def commands(markdown: str) -> list[str]:

@@ -140,6 +140,10 @@ async def test_mutual_tls_and_token_end_to_end(start_server_process, tmp_path):
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await pb_grpc.PoolingServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), metadata=auth)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # No reflection there either (docs/operations.md says so): grpcurl needs -proto for it.
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await _reflection_services(channel)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
     assert server.stop() == 0
 

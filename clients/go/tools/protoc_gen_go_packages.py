@@ -15,9 +15,9 @@ have a `go_package` keep it: the well-known types map to
 google.golang.org/protobuf/types/known/..., and the vendored
 google/rpc/status.proto to Debian's google.golang.org/genproto.
 
-`poolstream/v1/pooling.proto` -> `poolstream.dev/clients/go/gen/poolstream/v1;poolstreamv1`
+`poolstream/v1/pooling.proto` -> `github.com/poolstream/poolstream/clients/go/gen/poolstream/v1;poolstreamv1`
 `poolstream/payloads/text_embedding/v1/x.proto`
-    -> `poolstream.dev/clients/go/gen/poolstream/payloads/text_embedding/v1;textembeddingv1`
+    -> `github.com/poolstream/poolstream/clients/go/gen/poolstream/payloads/text_embedding/v1;textembeddingv1`
 """
 
 import posixpath
@@ -27,7 +27,7 @@ import sys
 
 from google.protobuf.compiler import plugin_pb2
 
-IMPORT_ROOT = "poolstream.dev/clients/go/gen"
+IMPORT_ROOT = "github.com/poolstream/poolstream/clients/go/gen"
 
 
 def go_package(proto_path: str) -> str:

@@ -14,7 +14,7 @@
 // Build (GOPATH mode, Debian's Go packages, see mk/clients.mk):
 //
 //	GO111MODULE=off GOPATH=$REPO/.gopath:/usr/share/gocode GOPROXY=off \
-//	    go build -o clients/go/bin/poolstream-go-client poolstream.dev/clients/go/cmd/poolstream-go-client
+//	    go build -o clients/go/bin/poolstream-go-client github.com/poolstream/poolstream/clients/go/cmd/poolstream-go-client
 package main
 
 import (
@@ -33,8 +33,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	textembeddingv1 "poolstream.dev/clients/go/gen/poolstream/payloads/text_embedding/v1"
-	poolstreamv1 "poolstream.dev/clients/go/gen/poolstream/v1"
+	textembeddingv1 "github.com/poolstream/poolstream/clients/go/gen/poolstream/payloads/text_embedding/v1"
+	poolstreamv1 "github.com/poolstream/poolstream/clients/go/gen/poolstream/v1"
 )
 
 type textList []string

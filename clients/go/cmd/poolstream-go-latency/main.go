@@ -30,7 +30,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
-	poolstreamv1 "poolstream.dev/clients/go/gen/poolstream/v1"
+	poolstreamv1 "github.com/poolstream/poolstream/clients/go/gen/poolstream/v1"
 )
 
 func main() {

@@ -7,9 +7,9 @@
 package textembeddingv1
 
 import (
+	v1 "github.com/poolstream/poolstream/clients/go/gen/poolstream/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	v1 "poolstream.dev/clients/go/gen/poolstream/v1"
 	reflect "reflect"
 	sync "sync"
 )
