@@ -72,7 +72,7 @@ class AsyncLLM:
         self.selection = selection
         self.engine = engine
         self.pipeline = (
-            PluginPipeline(selection.processor, engine, config.limits.max_prompts_per_request)
+            PluginPipeline(selection.processor, engine, config.limits.max_prompts_per_request, config.limits)
             if selection.processor is not None
             else None
         )

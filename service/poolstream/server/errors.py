@@ -24,14 +24,43 @@ from poolstream.engine.errors import (
     EngineError,
     EngineOverloadedError,
     InvalidPromptError,
+    NonFiniteInputError,
+    PromptTooLargeError,
     RequestAbortedError,
 )
 from poolstream.plugins.io_processors.pipeline import PayloadError, PluginFailedError, TooManyPromptsError
+from poolstream.prompt_costs import RequestTooLargeError
 from poolstream.server.observability import current_call
 
 logger = logging.getLogger(__name__)
 
 DOMAIN = "poolstream.dev"
+
+# Bounds on what a status carries (characters). A status travels in the trailers, which
+# clients cap (grpc-core: 8 KiB of headers by default; the details travel base64-encoded):
+# an error that echoes a client string (a path, a JSON key, a type URL) unbounded made
+# the client see RESOURCE_EXHAUSTED without details instead of the real error.
+MAX_MESSAGE_CHARS = 1024
+MAX_FIELD_CHARS = 256
+MAX_DESCRIPTION_CHARS = 512
+MAX_VIOLATIONS = 8
+MAX_METADATA_CHARS = 256
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    note = f"...[{len(text)} chars]"
+    return text[: max(0, limit - len(note))] + note
+
+
+def echo(value: object, limit: int = 64) -> str:
+    """A client-sent string for an error message: repr'd (control characters escaped) and clipped."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        return repr(text[:limit]) + f"...[{len(text)} chars]"
+    return repr(text)
 
 
 @dataclass
@@ -72,6 +101,10 @@ def to_service_error(exc: BaseException) -> ServiceError:
             str(exc) or "The engine queue is full; retry later.",
             retry_after_s=exc.retry_after_s,
         )
+    if isinstance(exc, PromptTooLargeError):
+        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "PROMPT_TOO_LARGE", str(exc))
+    if isinstance(exc, NonFiniteInputError):
+        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "NON_FINITE_INPUT", str(exc))
     if isinstance(exc, InvalidPromptError):
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PROMPT", str(exc))
     if isinstance(exc, RequestAbortedError):
@@ -86,6 +119,8 @@ def to_service_error(exc: BaseException) -> ServiceError:
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_PROMPTS", str(exc), [("data", str(exc))])
     if isinstance(exc, DecodeError):  # client bytes inside a message (an Any's value) that do not parse
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYLOAD", f"cannot decode: {exc}")
+    if isinstance(exc, RequestTooLargeError):
+        return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_TOO_LARGE", str(exc), [(exc.field, str(exc))])
     if isinstance(exc, PayloadError):
         # A plugin's ValueError may carry its own ErrorInfo reason and metadata (what was
         # expected and seen): `reason` (UPPER_SNAKE_CASE) and `details` (str -> str) attributes.
@@ -108,14 +143,16 @@ def to_service_error(exc: BaseException) -> ServiceError:
 def to_status_proto(error: ServiceError) -> status_pb2.Status:
     """Build the ``google.rpc.Status`` (code, message, details) for an error."""
     details = []
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata))
+    metadata = {clip(str(k), 64): clip(str(v), MAX_METADATA_CHARS) for k, v in list(error.metadata.items())[:16]}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)
     details.append(info)
     if error.field_violations:
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in error.field_violations
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=clip(f, MAX_FIELD_CHARS), description=clip(d, MAX_DESCRIPTION_CHARS))
+                    for f, d in list(error.field_violations)[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -128,7 +165,7 @@ def to_status_proto(error: ServiceError) -> status_pb2.Status:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
+    return status_pb2.Status(code=error.code.value[0], message=clip(error.message, MAX_MESSAGE_CHARS), details=packed)
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:

@@ -17,6 +17,7 @@ from poolstream.engine.errors import jittered_retry_delay
 from poolstream.entrypoints.protocol import IOProcessorRequest
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.plugins.io_processors.pipeline import PipelineResult, PluginFailedError, monotonic_deadline
+from poolstream.prompt_costs import check_proto_tensor_bytes, check_request_costs, proto_prompt_totals
 from poolstream.server import convert
 from poolstream.server.errors import (
     ServiceError,
@@ -166,6 +167,8 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                     "prompts",
                 )
             params = convert.params_from_proto(_params_or_none(request), task="encode")
+            # Per-request cost caps, on the wire message's lengths: nothing decoded yet.
+            check_request_costs(*proto_prompt_totals(request.prompts), limits)
         except Exception as e:
             await abort(context, e)
         request_id = _request_id(request.request_id, context)
@@ -186,6 +189,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         try:
             for i, proto_prompt in enumerate(request.prompts):
                 try:
+                    check_proto_tensor_bytes(proto_prompt, self.state.config.limits)
                     prompt = convert.prompt_from_proto(proto_prompt, f"prompts[{i}]")
                     sub = engine.submit(prompt, params, f"{request_id}-{i}", request.priority, deadline)
                 except Exception as e:
@@ -216,6 +220,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
     async def _encode_one(self, engine, request, index, params, request_id, deadline) -> pb.EncodeResponse:
         """Encode prompt ``index``; any failure becomes an in-stream error for it alone."""
         try:
+            check_proto_tensor_bytes(request.prompts[index], self.state.config.limits)
             prompt = convert.prompt_from_proto(request.prompts[index], f"prompts[{index}]")
             # One await rather than an async generator to drain (the server's engine is an
             # ObservedEngine around an AsyncEngine: encode_one, submit and collect exist).
@@ -284,7 +289,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
                 [("data", "too large")],
             )
         io_request = IOProcessorRequest(
-            data=convert.payload_from_proto(request.data),
+            data=convert.payload_from_proto(request.data, allow_non_finite=limits.allow_non_finite_inputs),
             model=self.state.config.model_config.name,
             priority=request.priority,
             params=convert.params_from_proto(_params_or_none(request), task="plugin"),
