@@ -148,6 +148,7 @@ def main() -> None:
     # The families' tokenizers are trained on tiny.CORPUS: add the benchmark's words so that
     # they tokenize into whole-word pieces, as the published tokenizers would.
     tiny.CORPUS = tiny.CORPUS + sentences(200, seed=99)
+    tiny.train_tokenizer.__defaults__ = (2000,)  # vocab_size: room for every benchmark word
     texts = sentences(args.n, seed=1)
     docs = sentences(args.n, seed=2)
     pairs = list(zip(texts, docs))

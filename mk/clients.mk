@@ -8,7 +8,7 @@
 # The Python client (clients/python) is installed by `make setup` with the
 # other Python distributions.
 
-# Go in GOPATH mode from Debian packages (no module proxy). protobuf-1-5 is
+# Go from Debian packages (no module proxy; the module builds from a vendor/ made of them). protobuf-1-5 is
 # required: golang-google-grpc-dev is also satisfied by protobuf 1.3, with which
 # the client builds but panics at run time.
 CLIENT_GO_PKGS := golang-go protobuf-compiler golang-google-grpc-dev golang-google-protobuf-dev \
@@ -68,7 +68,7 @@ $(NODE_CLIENT): $(NODE_STAMP) $(NODE_SRCS) $(NODE_DIR)/tsconfig.json
 	touch $@
 
 $(GO_VENDOR): $(GO_DIR)/go.mod $(GO_SRCS) $(GO_DIR)/tools/vendor_from_debian.py | client-toolchains
-	GOCACHE=$(CURDIR)/.gopath/cache $(PY) $(GO_DIR)/tools/vendor_from_debian.py
+	GOCACHE=$(CURDIR)/.gopath/cache python3 $(GO_DIR)/tools/vendor_from_debian.py
 
 # `go build ./...` in module mode: every package (generated ones included), then the programs.
 $(GO_CLIENT): $(GO_SRCS) $(GO_VENDOR) | client-toolchains

@@ -10,7 +10,7 @@ import sys
 from poolstream.env_flags import apply_env_defaults
 from poolstream.config import EngineConfig, LimitsConfig, ModelConfig, PoolstreamConfig, embedded_model_config
 from poolstream.server.observability import configure_logging
-from poolstream.server.security import AUTH_TOKEN_ENV, load_tokens, tls_from_flags
+from poolstream.server.security import AUTH_TOKEN_ENV, auth_source, load_tokens, tls_from_flags
 from poolstream.server.transport import TransportConfig
 from poolstream.server.transport import validate as validate_transport
 
@@ -109,6 +109,26 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="seconds a plugin may hold a request up without progress (its hooks running, or "
                    "engine outputs waiting for it); then DEADLINE_EXCEEDED PLUGIN_TIMEOUT (0: off; "
                    "engine time never counts)")
+    g.add_argument("--max-prompt-chars", type=int, default=d_limits.max_prompt_chars,
+                   help="characters of one text prompt (texts are also cut to what the model can use "
+                   "before tokenizing: GetServerInfo's text_cut_chars)")
+    g.add_argument("--max-request-chars", type=int, default=d_limits.max_request_chars,
+                   help="characters of text over all of one request's prompts")
+    g.add_argument("--max-prompt-token-ids", type=int, default=d_limits.max_prompt_token_ids,
+                   help="token ids of one prompt")
+    g.add_argument("--max-request-token-ids", type=int, default=d_limits.max_request_token_ids,
+                   help="token ids over all of one request's prompts")
+    g.add_argument("--max-prompt-tensor-bytes", type=int, default=d_limits.max_prompt_tensor_bytes,
+                   help="bytes of one prompt's tensors (its model cost is also capped at "
+                   "--max-num-batched-tokens)")
+    g.add_argument("--max-prompt-tensor-cost", type=int, default=d_limits.max_prompt_tensor_cost,
+                   help="model cost of one tensor prompt (the model's tensor_prompt_cost, in "
+                   "--max-num-batched-tokens units; Prithvi: one per 8x8 pixels)")
+    g.add_argument("--max-request-tensor-bytes", type=int, default=d_limits.max_request_tensor_bytes,
+                   help="bytes of tensors over all of one request's prompts")
+    g.add_argument("--allow-non-finite-inputs", action="store_true",
+                   help="accept NaN and +/-Infinity in input tensors and JSON payloads (default: "
+                   "INVALID_ARGUMENT NON_FINITE_INPUT)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -139,6 +159,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[PoolstreamConfig, str | 
             max_concurrent_calls=args.max_concurrent_calls,
             max_payload_bytes=args.max_payload_bytes,
             plugin_timeout_s=args.plugin_timeout,
+            max_prompt_chars=args.max_prompt_chars,
+            max_request_chars=args.max_request_chars,
+            max_prompt_token_ids=args.max_prompt_token_ids,
+            max_request_token_ids=args.max_request_token_ids,
+            max_prompt_tensor_bytes=args.max_prompt_tensor_bytes,
+            max_request_tensor_bytes=args.max_request_tensor_bytes,
+            max_prompt_tensor_cost=args.max_prompt_tensor_cost,
+            allow_non_finite_inputs=args.allow_non_finite_inputs,
         ),
         allowed_local_media_path=args.allowed_local_media_path,
         allow_url_fetch=args.allow_url_fetch,
@@ -156,6 +184,7 @@ def transport_from_args(args: argparse.Namespace) -> TransportConfig:
         max_connection_age_grace_s=args.max_connection_age_grace,
         tls=tls_from_flags(args.tls_cert, args.tls_key, args.tls_client_ca),
         auth_tokens=tuple(load_tokens(args.auth_token_file)),
+        auth_source=auth_source(args.auth_token_file),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         health_port=args.health_port,

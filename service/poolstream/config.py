@@ -159,6 +159,22 @@ class LimitsConfig:
     # Seconds a plugin may hold a request up without progress (serving/watchdog.py): a hung
     # pre/post-process ends with DEADLINE_EXCEEDED PLUGIN_TIMEOUT; engine time never counts; 0 = off.
     plugin_timeout_s: float = 120.0
+    # Cost caps, checked at admission before any work (docs/operations.md, "Cost caps"):
+    # per prompt (engine) and per request (the sum over an Encode request's prompts, or
+    # over the prompts a plugin made from one payload). Texts longer than the model can
+    # use are also cut by characters before tokenization (engine/text_cut.py).
+    max_prompt_chars: int = 1_000_000
+    max_request_chars: int = 16_000_000
+    max_prompt_token_ids: int = 65_536
+    max_request_token_ids: int = 1_048_576
+    max_prompt_tensor_bytes: int = 64 * MiB
+    max_request_tensor_bytes: int = 1024 * MiB
+    # A tensor prompt's model cost (the model's tensor_prompt_cost, in the units of
+    # max_num_batched_tokens: Prithvi counts one per 8x8 pixels, so 16384 is 1024x1024 px).
+    max_prompt_tensor_cost: int = 16_384
+    # NaN and +/-Infinity in input tensors and JSON payloads are refused (INVALID_ARGUMENT
+    # NON_FINITE_INPUT) unless this is set: a few NaN pixels made a whole segmentation NaN.
+    allow_non_finite_inputs: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Wire format: little-endian, row-major, no padding; bfloat16 travels as its raw
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -39,6 +40,10 @@ OUTPUT_DTYPES = {
 }
 _OUTPUT_TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MAX_TENSOR_RANK = 8
+# Elements one tensor message may describe. Shapes are int64 on the wire: their product is
+# taken in Python integers (numpy's int64 product wrapped around), and anything this
+# large cannot match the bytes of a message anyway.
+MAX_TENSOR_ELEMENTS = 1 << 40
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -50,8 +55,11 @@ def tensor_from_proto(msg: tensor_pb2.Tensor, field_path: str = "tensor") -> tor
     """Decode a Tensor message, validating shape and byte length."""
     shape = list(msg.shape)
     if len(shape) > MAX_TENSOR_RANK or any(s < 0 for s in shape):
-        raise ValueError(f"{field_path}.shape: invalid shape {shape}")
-    count = int(np.prod(shape)) if shape else 1
+        raise ValueError(f"{field_path}.shape: invalid shape {shape[:MAX_TENSOR_RANK + 1]} (rank at most "
+                         f"{MAX_TENSOR_RANK}, sizes >= 0)")
+    count = math.prod(shape)
+    if count > MAX_TENSOR_ELEMENTS:
+        raise ValueError(f"{field_path}.shape: {shape} describes {count} elements; at most {MAX_TENSOR_ELEMENTS}")
     if not msg.data and len(msg.float_values):
         if len(msg.float_values) != count:
             raise ValueError(
@@ -60,7 +68,8 @@ def tensor_from_proto(msg: tensor_pb2.Tensor, field_path: str = "tensor") -> tor
         target = _WIRE.get(msg.dtype, (None, torch.float32))[1]
         return torch.tensor(list(msg.float_values), dtype=torch.float32).reshape(shape).to(target)
     if msg.dtype not in _WIRE:
-        raise ValueError(f"{field_path}.dtype: {DT.Name(msg.dtype)} is not supported for an input tensor")
+        name = DT.Name(msg.dtype) if msg.dtype in DT.values() else str(msg.dtype)
+        raise ValueError(f"{field_path}.dtype: {name} is not supported for an input tensor")
     np_dtype, torch_dtype = _WIRE[msg.dtype]
     expected = count * np_dtype.itemsize
     if len(msg.data) != expected:

@@ -244,3 +244,31 @@ def test_cli_process_1000_texts_writes_a_result_over_4_mib(address, tmp_path):
     assert json.loads(done.stdout)["prompt_count"] == 1000
     assert out.stat().st_size > 4 * 1024 * 1024
     assert len(json.loads(out.read_text())["embeddings"]) == 1000
+
+
+def test_cli_process_writes_a_geotiff_result_as_raw_bytes(tmp_path):
+    """`process --plugin-input scene.tif --media-type image/tiff --out mask.tif`: the mask
+    GeoTIFF the geotiff plugin returns (a typed response with `data` and `media_type`) is
+    written as the file itself, not as base64 inside JSON; with `--out x.json` it is JSON."""
+    import tifffile
+
+    from tests.geotiff import helpers
+
+    data, scene = helpers.scene_tiff(96, 80, seed=3)
+    src, mask = tmp_path / "scene.tif", tmp_path / "mask.tif"
+    src.write_bytes(data)
+    server = launch_server("--model", str(helpers.MODEL_DIR))
+    try:
+        done = run([CLI, "--addr", server.address, "process", "--plugin-input", str(src),
+                    "--media-type", "image/tiff", "--out", str(mask)], timeout=600)
+        summary = json.loads(done.stdout)
+        assert summary["media_type"].startswith("image/tiff") and summary["bytes"] == mask.stat().st_size
+        with tifffile.TiffFile(mask) as tif:
+            assert tif.pages[0].shape[:2] == (96, 80)
+        as_json = tmp_path / "mask.json"
+        run([CLI, "--addr", server.address, "process", "--plugin-input", str(src), "--media-type", "image/tiff",
+             "--out", str(as_json)], timeout=600)
+        document = json.loads(as_json.read_text())
+        assert document["media_type"].startswith("image/tiff") and document["width"] == 80
+    finally:
+        server.stop()

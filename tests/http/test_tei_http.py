@@ -97,3 +97,24 @@ def test_docs_headers_and_unknown_routes(http_server: HttpServer):
     form = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "-d", "input=x", f"{url}/v1/embeddings"],
                           capture_output=True, text=True, check=True, timeout=60).stdout
     assert form.rsplit("\n", 1)[1] == "415" and "Content-Type: application/json" in form
+
+
+def test_hostile_bodies(http_server: HttpServer, tmp_path):
+    url = f"{http_server.base_url}/v1/embeddings"
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    status, raw = curl(url, body_file=deep)
+    assert status == 400 and json.loads(raw)["error"]["code"] == "INVALID_JSON"
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"input": "\xff\xfe"}')
+    status, raw = curl(url, body_file=bad)
+    assert status == 400 and json.loads(raw)["error"]["code"] == "INVALID_JSON"
+    for body, field in (({"input": "x", "priority": 10**20}, "priority"), ({"input": [[10**30]]}, "input"),
+                        ({"input": [[-5, 3]]}, "input[0]"), ({"input": "x", "dimensions": 0}, "dimensions")):
+        status, raw = curl(url, body)
+        assert status == 400, (body, raw)
+        assert json.loads(raw)["error"]["param"].startswith(field), (body, raw)
+    status, raw = curl(f"{http_server.base_url}/tokenize", {"inputs": "a", "prompt_name": "nope"})
+    assert status == 400 and "prompt_name" in json.loads(raw)["error"]
+    # The server is still fine.
+    assert curl(url, {"input": "still serving"})[0] == 200

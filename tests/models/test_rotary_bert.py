@@ -56,12 +56,12 @@ def nomic_config(**extra):
     from transformers import NomicBertConfig
 
     c = NOMIC_V15
-    return NomicBertConfig(vocab_size=c["vocab_size"], hidden_size=c["n_embd"], num_attention_heads=c["n_head"],
-                           num_hidden_layers=c["n_layer"], intermediate_size=c["n_inner"], hidden_act="silu",
-                           layer_norm_eps=c["layer_norm_epsilon"], max_position_embeddings=c["n_positions"],
-                           type_vocab_size=c["type_vocab_size"],
-                           rope_parameters={"rope_type": "default", "rope_theta": float(c["rotary_emb_base"])},
-                           **extra)
+    kwargs = dict(vocab_size=c["vocab_size"], hidden_size=c["n_embd"], num_attention_heads=c["n_head"],
+                  num_hidden_layers=c["n_layer"], intermediate_size=c["n_inner"], hidden_act="silu",
+                  layer_norm_eps=c["layer_norm_epsilon"], max_position_embeddings=c["n_positions"],
+                  type_vocab_size=c["type_vocab_size"],
+                  rope_parameters={"rope_type": "default", "rope_theta": float(c["rotary_emb_base"])})
+    return NomicBertConfig(**{**kwargs, **extra})
 
 
 def gte_config(**extra):
@@ -70,8 +70,9 @@ def gte_config(**extra):
     c = GTE_BASE_V15
     keep = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
             "hidden_act", "layer_norm_eps", "max_position_embeddings", "type_vocab_size", "pad_token_id")
-    return GteConfig(**{k: c[k] for k in keep},
-                     rope_parameters={"rope_type": "default", "rope_theta": float(c["rope_theta"])}, **extra)
+    kwargs = {k: c[k] for k in keep}
+    kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(c["rope_theta"])}
+    return GteConfig(**{**kwargs, **extra})
 
 
 def build(kind: str, cls_name: str, path: Path, seed: int = 0, **extra) -> tuple[Path, object]:

@@ -129,8 +129,15 @@ async def test_token_embed_matches_transformers(tmp_path):
         _close(r.outputs.data, hidden[i, :n, :16])
 
 
-async def test_splade_matches_masked_lm_reference(tmp_path):
+@pytest.mark.parametrize("chunk_tokens", [None, 7])
+async def test_splade_matches_masked_lm_reference(tmp_path, monkeypatch, chunk_tokens):
+    """SPLADE against transformers' MaskedLM; chunk_tokens=7: the MLM head runs 7 tokens at a
+    time, so chunks split prompts and hold several (the engine's memory bound)."""
     from transformers import AutoModelForMaskedLM
+
+    import poolstream.models.base as base
+    if chunk_tokens:
+        monkeypatch.setattr(base, "_SPLADE_CHUNK_ELEMENTS", chunk_tokens * 30522)
 
     path = build_bert(tmp_path, "BertForMaskedLM", max_len=MAX_LEN)
     (path / "modules.json").write_text(json.dumps([
@@ -188,3 +195,27 @@ async def test_mixed_tasks_share_the_engine(classifier_dir):
             *(engine.encode_one(t, PoolingParams(task="embed"), f"e{i}") for i, t in enumerate(TEXTS)))
     for a, b in zip(alone_cls + alone_emb, mixed):
         _close(a.outputs.data, b.outputs.data)
+
+
+@pytest.mark.parametrize("strategy,activation,backend", [("max", "relu", "auto"), ("sum", "log1p_relu", "auto"),
+                                                         ("max", "log1p_relu", "transformers")])
+async def test_splade_matches_sparse_encoder(tmp_path, strategy, activation, backend):
+    """A saved sentence-transformers SparseEncoder (MLMTransformer + SpladePooling) and its
+    pooling settings, against SparseEncoder.encode."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    mlm = build_bert(tmp_path / "mlm", "BertForMaskedLM", max_len=MAX_LEN)
+    enc = SparseEncoder(modules=[MLMTransformer(str(mlm), max_seq_length=MAX_LEN),
+                                 SpladePooling(pooling_strategy=strategy, activation_function=activation)],
+                        device="cpu")
+    path = tmp_path / "sparse"
+    enc.save(str(path))
+    ref = enc.encode(TEXTS, convert_to_tensor=True).to_dense()
+    async with running_engine(path, model_backend=backend) as engine:
+        assert engine.model_info.default_task == "embed_sparse"
+        outs = await encode_all(engine, TEXTS, PoolingParams())
+    for i, o in enumerate(outs):
+        dense = torch.zeros(ref.shape[1])
+        dense[o.outputs.indices] = o.outputs.data
+        _close(dense, ref[i])

@@ -15,6 +15,7 @@ a ``TextEmbeddingResponse``, a JSON (or raw) request gets a JSON object.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,12 +208,27 @@ def _from_raw(raw: RawPayload) -> Any:
         raise ValueError(f"raw payload is not UTF-8: {e}") from e
     if media in ("application/json", ""):
         try:
-            return json.loads(text)
+            return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         except json.JSONDecodeError as e:
             raise ValueError(f"raw payload is not valid JSON: {e}") from e
+        except RecursionError:
+            raise ValueError("raw payload is nested too deeply to parse") from None
     if media == "text/plain":
         return {"texts": [line for line in text.splitlines() if line.strip()]}
     raise ValueError(f"unsupported media type {raw.media_type!r}; use application/json or text/plain")
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which are not JSON (RFC 8259).
+    raise ValueError(f"raw payload is not valid JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses as infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"raw payload is not valid JSON: {text[:32]} is not a finite number")
+    return value
 
 
 def _opt_bool(data: dict, key: str) -> bool | None:
@@ -224,7 +240,8 @@ def _opt_bool(data: dict, key: str) -> bool | None:
 
 def _int(value: Any, key: str) -> int:
     # JSON numbers arrive as floats through google.protobuf.Struct.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
         raise ValueError(f"'{key}' must be an integer, got {value!r}")
     return int(value)
 

@@ -81,6 +81,10 @@ class ModelInfo:
     prompts: dict[str, str] = field(default_factory=dict)  # sentence-transformers prompts by name
     default_prompt_name: str | None = None
     task_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Characters per token of the text cut, and the prefix first tried for a text at
+    # max_model_len tokens (engine/text_cut.py); 0 for a model without a tokenizer.
+    text_chars_per_token: int = 0
+    text_cut_chars: int = 0
 
 
 def _padding_policy(device_type: str) -> dict[str, Any]:
@@ -149,7 +153,7 @@ class AsyncEngine:
         vocab = int(spec.extra.get("vocab_size") or mcfg.hf_config.get("vocab_size") or 2**31 - 1)
         processor = InputProcessor(model, spec, tokenizer, vocab, prompts=mdir.prompts,
                                    default_prompt_name=mdir.default_prompt_name,
-                                   model_name=f"{mcfg.name} ({mdir.architecture})")
+                                   model_name=f"{mcfg.name} ({mdir.architecture})", limits=config.limits)
         info = ModelInfo(
             name=mcfg.name, path=mcfg.model, architecture=mdir.architecture,
             output_shape=tuple(spec.output_shape), output_dtype=torch.float32,
@@ -159,6 +163,7 @@ class AsyncEngine:
             labels=tuple(spec.labels), backend=spec.backend, prompts=dict(processor.prompts),
             default_prompt_name=processor.default_prompt_name,
             task_shapes=dict(spec.task_shapes) or {spec.default_task: tuple(spec.output_shape)},
+            text_chars_per_token=processor.chars_per_token, text_cut_chars=processor.text_cut_chars(),
         )
         logger.info("loaded %s (%s) on %s/%s in %.2fs; %d torch threads", info.name, info.architecture,
                     info.device, dtype, time.monotonic() - t0, threads)

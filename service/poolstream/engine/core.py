@@ -3,8 +3,10 @@ with a side lane: a second thread that runs one batch at a time beside it).
 
 Each iteration of ``run()``:
 
-1. ingest: drain the thread-safe input queue (block only when idle) and
-   tokenize / validate every new request in one go (``InputProcessor``);
+1. ingest: drain the thread-safe input queue (block only when idle), validate
+   every new token-id or tensor request in one go (``InputProcessor``), hand
+   new text requests to the tokenizing threads (``TokenizeWorker``) and take
+   back the ones they finished (they come through the same input queue);
 2. schedule (under the engine lock): drop expired requests, pick the next
    batch, mark it RUNNING; aborted requests are skipped here, so once
    ``abort()`` returned, the request can no longer enter a batch;
@@ -15,7 +17,7 @@ Each iteration of ``run()``:
    event loop with ONE ``loop.call_soon_threadsafe`` call.
 
 The side lane only schedules, executes and delivers (see "the CPU side
-lane" below); ingesting, and so tokenizing, stays on the core thread.
+lane" below); ingesting stays on the core thread, tokenizing happens on neither.
 
 Nothing here touches asyncio objects: futures are resolved by the callback,
 on the loop.
@@ -39,6 +41,7 @@ from poolstream.engine.request import EngineRequest, RequestStatus
 from poolstream.engine.runner import BatchHandle, ModelRunner
 from poolstream.engine.scheduler import Scheduler
 from poolstream.engine.stats import StatsTracker
+from poolstream.engine.tokenize_worker import TokenizeWorker
 from poolstream.outputs import PoolingRequestOutput, RequestTiming
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,16 @@ logger = logging.getLogger(__name__)
 Finished = list[tuple[EngineRequest, Any]]
 
 _SHUTDOWN = object()
+
+
+class _Tokenized:
+    """Text requests back from the tokenizing threads (an input-queue item)."""
+
+    __slots__ = ("done", "failed")
+
+    def __init__(self, done: list[EngineRequest], failed: list[tuple[EngineRequest, Exception]]):
+        self.done = done
+        self.failed = failed
 _WAITING, _RUNNING = RequestStatus.WAITING, RequestStatus.RUNNING
 
 
@@ -85,10 +98,14 @@ class EngineCore:
         self._side_stop = False
         self._core_parallel = False  # the core thread's batch runs beside the side lane's
         self._core_threads = num_threads  # the core thread's current torch thread count
+        self.tokenizer = (TokenizeWorker(processor, lambda done, failed: self.inputs.put(_Tokenized(done, failed)))
+                          if processor.tokenizer is not None else None)
 
     # ---- called from the event loop -------------------------------------
 
     def start(self) -> None:
+        if self.tokenizer is not None:
+            self.tokenizer.start()
         self.thread = threading.Thread(target=self._run_guarded, name="poolstream-engine-core", daemon=True)
         self.thread.start()
         # Return once the thread has set its torch thread count: that call also changes
@@ -123,6 +140,8 @@ class EngineCore:
         else:
             death = EngineDeadError("engine was shut down")
         self._stop_side_lane()  # its batch in flight completes and is delivered first
+        if self.tokenizer is not None:
+            self.tokenizer.stop()
         # Under the lock: admission checks `dead` and enqueues under the same lock, so
         # nothing can slip into the queue after the drain below.
         with self.lock:
@@ -233,23 +252,35 @@ class EngineCore:
 
     def _ingest(self, block: bool, finished: Finished) -> None:
         new: list[EngineRequest] = []
+        texts: list[EngineRequest] = []
+        failed: list[tuple[EngineRequest, Exception]] = []
         try:
             item = self.inputs.get() if block else self.inputs.get_nowait()
             while True:
                 if item is _SHUTDOWN:
                     self._stopping = True
+                elif isinstance(item, _Tokenized):
+                    new.extend(item.done)
+                    failed.extend(item.failed)
                 elif item.status is _WAITING:  # else aborted while in the queue
-                    new.append(item)
+                    (texts if item.kind == "text" else new).append(item)
                 item = self.inputs.get_nowait()
         except queue.Empty:
             pass
-        if not new:
+        if texts:
+            if self.tokenizer is not None:
+                self.tokenizer.submit(texts)
+            else:  # check() refuses texts without a tokenizer; this is a guard
+                failed.extend((r, EngineError("no tokenizer")) for r in texts)
+        untokenized = [r for r in new if r.kind != "text"]
+        if untokenized:
+            try:
+                failed.extend(self.processor.process(untokenized))
+            except Exception as e:  # noqa: BLE001 - fail these prompts, keep running
+                logger.exception("processing %d prompts failed", len(untokenized))
+                failed.extend((req, EngineError(f"prompt processing failed: {e}")) for req in untokenized)
+        if not new and not failed:
             return
-        try:
-            failed = self.processor.process(new)
-        except Exception as e:  # noqa: BLE001 - e.g. a tokenizer error: fail these prompts, keep running
-            logger.exception("processing %d prompts failed", len(new))
-            failed = [(req, EngineError(f"prompt processing failed: {e}")) for req in new]
         with self.lock:
             for req, exc in failed:
                 if req.status is _WAITING:
@@ -335,12 +366,16 @@ class EngineCore:
         try:
             while True:
                 item = self.inputs.get_nowait()
-                if item is not _SHUTDOWN:
+                if isinstance(item, _Tokenized):
+                    leftovers.extend(item.done)
+                    leftovers.extend(r for r, _ in item.failed)
+                elif item is not _SHUTDOWN:
                     leftovers.append(item)
         except queue.Empty:
             pass
+        tokenizing = self.tokenizer.take_pending() if self.tokenizer is not None else []
         with self.lock:
-            for req in leftovers + self.scheduler.drain():
+            for req in leftovers + tokenizing + self.scheduler.drain():
                 if req.status is _WAITING:
                     req.status = RequestStatus.FAILED
                     self.stats.queued_prompts -= 1

@@ -42,3 +42,13 @@ class RequestAbortedError(EngineError):
 
 class EngineDeadError(EngineError):
     """The engine thread stopped (shut down or crashed); no request can complete -> UNAVAILABLE."""
+
+
+class PromptTooLargeError(InvalidPromptError):
+    """A prompt over a per-prompt cost cap (--max-prompt-chars, --max-prompt-token-ids,
+    --max-prompt-tensor-bytes, or a tensor cost above one batch) -> INVALID_ARGUMENT PROMPT_TOO_LARGE."""
+
+
+class NonFiniteInputError(InvalidPromptError):
+    """NaN or +/-Infinity in an input tensor (unless --allow-non-finite-inputs)
+    -> INVALID_ARGUMENT NON_FINITE_INPUT."""

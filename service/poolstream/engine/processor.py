@@ -1,14 +1,16 @@
 """Prompt validation and tokenization.
 
-Two phases, on purpose:
+Three phases, on purpose:
 
 - ``check()`` runs on the event loop at admission. It is O(1)-ish (types,
-  params, tensor names/shapes) so a malformed prompt fails ``encode()`` at
-  once, before it takes a queue slot.
-- ``process()`` runs in the core thread: it tokenizes every newly arrived
-  text prompt with ONE ``encode_batch`` call per truncation length (the Rust
-  tokenizer parallelises and releases the GIL), validates token ids and sets
-  each request's scheduler cost and batching group.
+  params, per-prompt cost caps, tensor names/shapes/finiteness) so a malformed
+  or oversized prompt fails ``encode()`` at once, before it takes a queue slot.
+- ``process()`` runs in the core thread for token-id and tensor prompts:
+  validates token ids and sets each request's scheduler cost and batching group.
+- Text prompts are tokenized OFF the core thread (``engine/tokenize_worker.py``),
+  from character-bounded prefixes (``engine/text_cut.py``): a huge text costs its
+  sender, never the batches of other callers. ``tokenize_pass`` and
+  ``tokenize_rest`` are what those threads call.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from poolstream.engine.errors import InvalidPromptError
+from poolstream.config import LimitsConfig
+from poolstream.engine.errors import InvalidPromptError, NonFiniteInputError, PromptTooLargeError
 from poolstream.engine.request import EngineRequest
 from poolstream.engine.tasks import check_task_params, resolve_task, task_dim
+from poolstream.engine.text_cut import TextCutter
 from poolstream.inputs import prompt_kind
 from poolstream.models.base import ModelSpec, PoolingModel
 from poolstream.pooling_params import PoolingParams
@@ -54,7 +58,7 @@ def load_tokenizer(path: Path | None) -> Tokenizer | None:
 class InputProcessor:
     def __init__(self, model: PoolingModel, spec: ModelSpec, tokenizer: Tokenizer | None, vocab_size: int,
                  prompts: Mapping[str, str] | None = None, default_prompt_name: str | None = None,
-                 model_name: str = "this model"):
+                 model_name: str = "this model", limits: LimitsConfig | None = None):
         self.model = model
         # sentence-transformers prompts (config_sentence_transformers.json), prepended to text.
         self.prompts = dict(prompts or {})
@@ -64,7 +68,18 @@ class InputProcessor:
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.max_model_len = spec.max_model_len
-        self._truncation: int | None = None  # current tokenizer truncation length
+        self.limits = limits or LimitsConfig()
+        # Characters per token of the text cut (engine/text_cut.py); GetServerInfo reports it.
+        self.chars_per_token = TextCutter(tokenizer).chars_per_token if tokenizer is not None else 0
+
+    def new_cutter(self) -> TextCutter:
+        """A TextCutter on a copy of the tokenizer (one per tokenizing thread: truncation is state)."""
+        assert self.tokenizer is not None
+        return TextCutter(Tokenizer.from_str(self.tokenizer.to_str()), self.chars_per_token)
+
+    def text_cut_chars(self) -> int:
+        """The first prefix tried for a text at the model's full length (0: no tokenizer)."""
+        return self.max_model_len * self.chars_per_token if self.tokenizer is not None else 0
 
     # ---- event loop side -------------------------------------------------
 
@@ -82,6 +97,10 @@ class InputProcessor:
         task = resolve_task(self.spec, params.task, self.model_name)
         if not self.spec.tensor_inputs:
             check_task_params(task, params)
+        if kind == "text":
+            self._check_text(prompt)
+        elif kind == "tokens":
+            self._check_token_count(prompt["prompt_token_ids"])
         if kind == "tensors":
             self._check_tensors(prompt)
         if params.prompt_name is not None:
@@ -120,6 +139,27 @@ class InputProcessor:
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= limit):
             raise InvalidPromptError(f"token_type_ids must be in [0, {limit})")
 
+    def _check_text(self, prompt: Any) -> None:
+        if isinstance(prompt, str):
+            n = len(prompt)
+        else:
+            pair = prompt.get("text_pair")
+            n = len(prompt["prompt"]) + (len(pair) if isinstance(pair, str) else 0)
+        cap = self.limits.max_prompt_chars
+        if n > cap:
+            raise PromptTooLargeError(
+                f"the text has {n} characters; at most {cap} per prompt (--max-prompt-chars)")
+
+    def _check_token_count(self, ids: Any) -> None:
+        cap = self.limits.max_prompt_token_ids
+        try:
+            n = len(ids)
+        except TypeError:
+            return  # not a list: process() refuses it
+        if n > cap:
+            raise PromptTooLargeError(
+                f"the prompt has {n} token ids; at most {cap} per prompt (--max-prompt-token-ids)")
+
     def _check_tensors(self, prompt: Mapping[str, Any]) -> None:
         expected = set(self.spec.tensor_inputs)
         if not expected:
@@ -129,56 +169,107 @@ class InputProcessor:
             raise InvalidPromptError(
                 f"tensor inputs must be exactly {sorted(expected)}, got {sorted(mm)}"
             )
+        size = sum(t.numel() * t.element_size() for t in mm.values())
+        cap = self.limits.max_prompt_tensor_bytes
+        if size > cap:
+            raise PromptTooLargeError(
+                f"the prompt's tensors hold {size} bytes; at most {cap} per prompt (--max-prompt-tensor-bytes)")
+        if not self.limits.allow_non_finite_inputs:
+            for name, t in mm.items():
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad = int((~torch.isfinite(t)).sum())
+                    raise NonFiniteInputError(
+                        f"tensor {name[:64]!r} holds {bad} NaN or infinite values; inputs must be finite "
+                        "(the server refuses them unless started with --allow-non-finite-inputs)")
         try:
             self.model.check_tensor_inputs(mm)
-        except ValueError as e:
+            cost = int(self.model.tensor_prompt_cost(mm))
+        except (ValueError, TypeError, RuntimeError, OverflowError) as e:
             raise InvalidPromptError(str(e)) from None
+        if cost > self.limits.max_prompt_tensor_cost:
+            raise PromptTooLargeError(
+                f"the prompt costs {cost} units of the model (its tensor_prompt_cost); at most "
+                f"{self.limits.max_prompt_tensor_cost} per prompt (--max-prompt-tensor-cost)")
 
     # ---- core thread side ------------------------------------------------
 
     def process(self, reqs: list[EngineRequest]) -> list[tuple[EngineRequest, Exception]]:
-        """Fill token_ids / cost / group of each request; return those that failed."""
+        """Token-id and tensor prompts (not texts: see tokenize_pass): fill token_ids / cost /
+        group of each request; return those that failed."""
         failed: list[tuple[EngineRequest, Exception]] = []
-        by_limit: dict[int, list[EngineRequest]] = {}
         for req in reqs:
             try:
-                if req.kind == "text":
-                    by_limit.setdefault(self._limit(req.params), []).append(req)
-                elif req.kind == "tokens":
+                if req.kind == "tokens":
                     self._process_tokens(req, req.prompt["prompt_token_ids"])
                 else:
                     self._process_tensors(req)
             except (InvalidPromptError, ValueError, TypeError) as e:
                 failed.append((req, e if isinstance(e, InvalidPromptError) else InvalidPromptError(str(e))))
-        for limit, group in by_limit.items():
-            self._tokenize(limit, group, failed)
         return failed
 
     def _limit(self, params: PoolingParams) -> int:
         return params.truncate_prompt_tokens or self.max_model_len
 
-    def _tokenize(self, limit: int, reqs: list[EngineRequest], failed: list) -> None:
-        assert self.tokenizer is not None  # check() guarantees it for text prompts
-        if self._truncation != limit:
-            self.tokenizer.enable_truncation(limit)
-            self._truncation = limit
-        texts = [self._text_input(r) for r in reqs]
-        # encode_batch_fast (tokenizers >= 0.21) skips char offsets, which we never read.
-        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        for req, text, enc in zip(reqs, texts, encode(texts)):
-            # Cut text lands in `overflowing` (stride 0), so non-empty means truncated.
-            truncated = bool(enc.overflowing)
-            if truncated and req.params.truncate is False and req.params.truncate_prompt_tokens is None:
-                failed.append((req, InvalidPromptError(
-                    f"prompt is longer than the model's maximum of {self.max_model_len} tokens "
-                    "and truncate is false")))
+    # ---- tokenizing threads (engine/tokenize_worker.py) --------------------
+
+    def tokenize_pass(self, cutter: TextCutter, reqs: list[EngineRequest]
+                      ) -> tuple[list[EngineRequest], list[tuple[EngineRequest, Exception]], list[EngineRequest]]:
+        """The first, bounded pass over newly arrived texts: (done, failed, left for tokenize_rest).
+
+        Text pairs are never cut (truncating a pair takes from the longer side, so its result
+        depends on both whole lengths): a pair longer than the bound is read whole by the
+        rest thread."""
+        done: list[EngineRequest] = []
+        failed: list[tuple[EngineRequest, Exception]] = []
+        rest: list[EngineRequest] = []
+        by_limit: dict[int, list[tuple[EngineRequest, Any]]] = {}
+        for req in reqs:
+            try:
+                text = self._text_input(req)
+            except (KeyError, TypeError, ValueError) as e:
+                failed.append((req, InvalidPromptError(str(e))))
                 continue
-            req.token_ids = enc.ids
-            if isinstance(text, tuple) and self.spec.token_type_ids:
-                req.token_type_ids = enc.type_ids
-            req.truncated = truncated
-            req.cost = len(req.token_ids)
-            req.group = (_TEXT_GROUP[0], req.task)
+            by_limit.setdefault(self._limit(req.params), []).append((req, text))
+        for limit, group in by_limit.items():
+            singles = [(r, t) for r, t in group if isinstance(t, str)]
+            pairs = [(r, t) for r, t in group if not isinstance(t, str)]
+            bound = cutter.cut_chars(limit)
+            rest.extend(r for r, t in pairs if len(t[0]) + len(t[1]) > bound)
+            short_pairs = [(r, t) for r, t in pairs if len(t[0]) + len(t[1]) <= bound]
+            encodings = cutter.first_pass([t for _, t in singles], limit) + \
+                cutter.encode_whole([t for _, t in short_pairs], limit)
+            for (req, text), enc in zip(singles + short_pairs, encodings):
+                if enc is None:
+                    rest.append(req)
+                    continue
+                error = self._apply_encoding(req, text, enc)
+                if error is None:
+                    done.append(req)
+                else:
+                    failed.append((req, error))
+        return done, failed, rest
+
+    def tokenize_rest(self, cutter: TextCutter, req: EngineRequest) -> Exception | None:
+        """A text the first pass could not settle (see text_cut); None, or its error."""
+        text = self._text_input(req)
+        limit = self._limit(req.params)
+        enc = cutter.finish(text, limit) if isinstance(text, str) else cutter.encode_whole([text], limit)[0]
+        return self._apply_encoding(req, text, enc)
+
+    def _apply_encoding(self, req: EngineRequest, text: Any, enc: Any) -> Exception | None:
+        # Cut text lands in `overflowing` (stride 0), so non-empty means truncated.
+        truncated = bool(enc.overflowing)
+        if truncated and req.params.truncate is False and req.params.truncate_prompt_tokens is None:
+            return InvalidPromptError(
+                f"prompt is longer than the model's maximum of {self.max_model_len} tokens "
+                "and truncate is false")
+        req.token_ids = enc.ids
+        if isinstance(text, tuple) and self.spec.token_type_ids:
+            req.token_type_ids = enc.type_ids
+        req.truncated = truncated
+        req.cost = len(req.token_ids)
+        req.group = (_TEXT_GROUP[0], req.task)
+        return None
 
     def _text_input(self, req: EngineRequest) -> str | tuple[str, str]:
         """The text to tokenize: the sentence-transformers prompt + the text, or a (text, pair) tuple."""

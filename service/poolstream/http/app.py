@@ -84,8 +84,12 @@ def create_app(core: ServingCore, metrics: ServerMetrics | None = None, auth_tok
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}.get(
             exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
-        reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-        error = note_error(ServiceError(code, reason, f"{request.method} {request.url.path}: {exc.detail}"))
+        reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 400: "INVALID_JSON"}.get(exc.status_code, "HTTP_ERROR")
+        detail = exc.detail
+        if exc.status_code == 400:  # FastAPI could not parse the body (not JSON, bad UTF-8, nested too deep)
+            detail = "the body is not valid JSON (or is not UTF-8, or nests too deeply)"
+        error = note_error(ServiceError(code, reason, f"{request.method} {request.url.path}: {detail}",
+                                        [("body", str(detail))] if exc.status_code == 400 else []))
         return error_response(error, style_of(request.url.path), exc.status_code)
 
     @app.get("/", include_in_schema=False)

@@ -142,6 +142,16 @@ class ServingCore:
             self._tokenizer = tok
         return self._tokenizer
 
+    def with_prompt(self, text: str, prompt_name: str | None, field_path: str = "prompt_name") -> str:
+        """``text`` after the model's sentence-transformers prompt ``prompt_name`` (TEI's Tokenize)."""
+        if not prompt_name:
+            return text
+        prompts = dict(getattr(self.engine().model_info, "prompts", None) or {})
+        if prompt_name not in prompts:
+            raise invalid_argument("INVALID_PARAMS", f"unknown prompt_name {prompt_name!r}; this model's prompts: "
+                                   f"{', '.join(sorted(prompts)) or 'none'}", field_path)
+        return prompts[prompt_name] + text
+
     # -- admission -------------------------------------------------------------
     def engine(self) -> Any:
         return self.state.ready_engine()

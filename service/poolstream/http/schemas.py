@@ -29,7 +29,7 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1, description="Keep the first N dimensions (Matryoshka), renormalised")
     user: str | None = Field(None, description="End-user id (logged nowhere; accepted for compatibility)")
     truncate_prompt_tokens: int | None = Field(None, ge=1, description="vLLM: cut each input to N tokens")
-    priority: int = Field(0, description="vLLM: scheduling priority (lower runs first)")
+    priority: int = Field(0, ge=-(2**31), le=2**31 - 1, description="vLLM: scheduling priority (lower runs first)")
 
 
 class EmbeddingData(BaseModel):
@@ -76,7 +76,7 @@ class PoolingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    priority: int = 0
+    priority: int = Field(0, ge=-(2**31), le=2**31 - 1)  # gRPC's int32
     data: Any = Field(None, description="The plugin's request payload (IOProcessorRequest.data)")
     input: str | list[str] | list[int] | list[list[int]] | None = Field(
         None, description="Raw pooling instead of a plugin request")
@@ -119,7 +119,7 @@ class ScoreRequest(BaseModel):
     text_1: str | list[str]
     text_2: str | list[str]
     truncate_prompt_tokens: int | None = Field(None, ge=1)
-    priority: int = 0
+    priority: int = Field(0, ge=-(2**31), le=2**31 - 1)  # gRPC's int32
 
 
 class ScoreData(BaseModel):
@@ -148,7 +148,7 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=0)
     return_documents: bool = True
     truncate_prompt_tokens: int | None = Field(None, ge=1)
-    priority: int = 0
+    priority: int = Field(0, ge=-(2**31), le=2**31 - 1)  # gRPC's int32
 
 
 class RerankDocument(BaseModel):
@@ -175,7 +175,7 @@ class ClassifyRequest(BaseModel):
 
     model: str | None = None
     input: str | list[str]
-    priority: int = 0
+    priority: int = Field(0, ge=-(2**31), le=2**31 - 1)  # gRPC's int32
 
 
 # -- TEI ---------------------------------------------------------------------------------

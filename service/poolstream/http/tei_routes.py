@@ -121,6 +121,7 @@ async def tokenize(request: Request, body: TEITokenizeRequest) -> Response:
         core.engine()
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
         core.check_prompt_count(len(texts), "inputs")
+        texts = [core.with_prompt(t, body.prompt_name) for t in texts]
         return json_response([tokens_of(core, t, body.add_special_tokens) for t in texts])
 
     return await guarded(ErrorStyle.TEI, work)

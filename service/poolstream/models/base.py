@@ -87,6 +87,8 @@ DEFAULT_TASK_ALIASES = ("plugin", "encode", "")
 TOKEN_TASKS = ("token_embed", "token_classify")
 # Tasks that run a classification head and take an activation.
 LOGIT_TASKS = ("classify", "score", "token_classify")
+# Most MLM logits SPLADE computes at once (fp32: 256 MB; ~2k tokens of a 30k vocabulary).
+_SPLADE_CHUNK_ELEMENTS = 1 << 26
 # Activation names used by ModelSpec.
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
@@ -238,17 +240,40 @@ class TextEncoderModel(PoolingModel):
         raise NotImplementedError(f"{type(self).__name__} does not implement task {task!r}")
 
     def _splade(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """SPLADE max pooling: max over real tokens of log(1 + relu(MLM logits)) -> [b, vocab].
+        """SPLADE pooling over real tokens of log(1 + relu(MLM logits)) -> [b, vocab].
 
-        One prompt at a time and on its real tokens only: the [tokens, vocab]
-        logits of a whole batch would be gigabytes (16k tokens x 30k terms).
+        ``self.splade`` (the SparseEncoder's SpladePooling config, ModelDirConfig.splade):
+        max (default) or sum over tokens; activation relu (default) or log1p_relu (one
+        more log1p, OpenSearch's models). The MLM head runs on the batch's real tokens
+        only, in chunks of at most ``_SPLADE_CHUNK_ELEMENTS`` logits: a whole batch's
+        [tokens, vocab] logits would be gigabytes, one prompt at a time is a small,
+        slow GEMM each.
         """
+        strategy, act = getattr(self, "splade", None) or ("max", "relu")
+        b, s = attention_mask.shape
         lens = attention_mask.sum(dim=1).tolist()
-        rows = []
-        for i, n in enumerate(lens):
-            logits = self.mlm_logits(hidden[i, : int(n)]).float()
-            rows.append(torch.log1p(torch.relu(logits)).amax(dim=0))
-        return torch.stack(rows)
+        flat = hidden.reshape(b * s, -1)[attention_mask.reshape(-1).bool()]  # [tokens, h], prompt order
+        vocab = int(self.mlm_logits(flat[:1]).shape[-1])
+        chunk = max(1, _SPLADE_CHUNK_ELEMENTS // vocab)
+        out = torch.zeros(b, vocab, dtype=torch.float32, device=hidden.device)
+        bounds = [0]
+        for n in lens:
+            bounds.append(bounds[-1] + int(n))
+        for start in range(0, flat.shape[0], chunk):
+            end = min(start + chunk, flat.shape[0])
+            x = torch.log1p(torch.relu(self.mlm_logits(flat[start:end]).float()))
+            if act == "log1p_relu":
+                x = torch.log1p(x)
+            for i in range(b):  # the prompts this chunk holds tokens of
+                lo, hi = max(bounds[i], start), min(bounds[i + 1], end)
+                if lo >= hi:
+                    continue
+                part = x[lo - start:hi - start]
+                if strategy == "max":  # all values are >= 0, so the zero start is neutral
+                    out[i] = torch.maximum(out[i], part.amax(dim=0))
+                else:
+                    out[i] += part.sum(dim=0)
+        return out
 
 
 def _drop_full_mask(attention_mask: torch.Tensor) -> Optional[torch.Tensor]:

@@ -230,6 +230,7 @@ class BertEmbeddingModel(TextEncoderModel):
         self.dense = dense or []
         self.heads = nn.ParameterDict({k.replace(".", "_"): nn.Parameter(v, requires_grad=False)
                                        for k, v in (heads or {}).items()})
+        self.splade = mdir.splade  # SpladePooling settings (base.TextEncoderModel._splade)
         default, head_tasks = _HEADS.get(mdir.architecture, _HEADS["BertModel"])
         if default == "embed_sparse" and not any(m.kind == _SPLADE_POOLING for m in mdir.modules):
             default = "embed"  # a plain masked LM (bert-base-uncased): embeddings unless it says SPLADE

@@ -159,10 +159,6 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     return F.layer_norm(x, [x.shape[-1]], weight, bias, eps)
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
-    return F.linear(x, w, b)
-
-
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
     """The Hugging Face ``ACT2FN`` names these encoders use."""
     if name == "gelu":

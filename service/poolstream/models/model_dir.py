@@ -86,6 +86,9 @@ class ModelDirConfig:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     io_processor_plugin: str | None = None
+    # sentence-transformers SpladePooling module (a SparseEncoder): (pooling_strategy,
+    # activation_function), e.g. ("max", "relu"); None without one.
+    splade: tuple[str, str] | None = None
 
     @property
     def pooling(self) -> str | None:
@@ -178,6 +181,15 @@ def read_model_dir(model: str | os.PathLike[str]) -> ModelDirConfig:
         if pool_mod is not None:
             pooling_path = path / pool_mod.path
 
+    splade: tuple[str, str] | None = None
+    splade_mod = next((m for m in modules if m.kind == "SpladePooling"), None)
+    if splade_mod is not None:
+        cfg = _read_optional_json(path / splade_mod.path / "config.json") or {}
+        splade = (str(cfg.get("pooling_strategy", "max")), str(cfg.get("activation_function", "relu")))
+        if splade[0] not in ("max", "sum") or splade[1] not in ("relu", "log1p_relu"):
+            raise ValueError(f"{path}: SpladePooling {splade} is not supported "
+                             "(pooling_strategy max|sum, activation_function relu|log1p_relu)")
+
     modes: tuple[str, ...] = ()
     include_prompt, dim = True, None
     pool_cfg = _read_optional_json(pooling_path / "config.json")
@@ -213,4 +225,5 @@ def read_model_dir(model: str | os.PathLike[str]) -> ModelDirConfig:
         prompts=dict(st_cfg.get("prompts") or {}),
         default_prompt_name=st_cfg.get("default_prompt_name") or None,
         io_processor_plugin=hf_config.get("io_processor_plugin") or None,
+        splade=splade,
     )

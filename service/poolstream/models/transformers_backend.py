@@ -38,6 +38,8 @@ from poolstream.models.registry import resolve_model_class, supported_architectu
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "native", "transformers")
+# Padded tokens per SPLADE sub-batch: [tokens, vocab] float32 logits, ~250 MB for BERT's vocab.
+_SPLADE_TOKENS = 2048
 _INSTALL_HINT = "install the extra `pip install 'poolstream[transformers]'` to serve it through transformers"
 
 
@@ -85,6 +87,7 @@ class TransformersModel(TextEncoderModel):
         if not mdir.pooling_include_prompt:
             raise ValueError(f"{model_dir}: pooling with include_prompt=false is not supported")
         self.dense = [_load_dense(model_dir / p) for p in mdir.dense_paths]
+        self.splade = mdir.splade
         base = hf_model.base_model if kind != "base" else hf_model
         self.body = base
         params = inspect.signature(base.forward).parameters
@@ -150,11 +153,25 @@ class TransformersModel(TextEncoderModel):
         if task in ("classify", "score", "token_classify"):
             return self._logits(input_ids, attention_mask, token_type_ids)
         if task == "embed_sparse":
-            # One prompt at a time, real tokens only: a batch's [b, s, vocab] logits are large.
-            rows = []
-            for i, n in enumerate(attention_mask.sum(dim=1).tolist()):
-                types = None if token_type_ids is None else token_type_ids[i:i + 1, :int(n)]
-                logits = self._logits(input_ids[i:i + 1, :int(n)], attention_mask[i:i + 1, :int(n)], types)
-                rows.append(torch.log1p(torch.relu(logits[0])).amax(dim=0))
-            return torch.stack(rows)
+            return self._splade_batched(input_ids, attention_mask, token_type_ids)
         return super().forward_task(task, input_ids, attention_mask, token_type_ids)
+
+    def _splade_batched(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: Optional[torch.Tensor]) -> torch.Tensor:
+        """SPLADE over sub-batches of at most ``_SPLADE_TOKENS`` padded tokens: the MLM logits
+        of a whole batch ([b, s, vocab]) would be gigabytes, one prompt at a time is slow."""
+        strategy, act = self.splade or ("max", "relu")
+        lens = attention_mask.sum(dim=1)
+        rows = max(1, _SPLADE_TOKENS // max(1, input_ids.shape[1]))
+        out = []
+        for start in range(0, input_ids.shape[0], rows):
+            end = start + rows
+            seq = int(lens[start:end].max())
+            types = None if token_type_ids is None else token_type_ids[start:end, :seq]
+            mask = attention_mask[start:end, :seq]
+            x = torch.log1p(torch.relu(self._logits(input_ids[start:end, :seq], mask, types)))
+            if act == "log1p_relu":
+                x = torch.log1p(x)
+            x = x * mask[..., None].to(x.dtype)  # padding never contributes (all values are >= 0)
+            out.append(x.amax(dim=1) if strategy == "max" else x.sum(dim=1))
+        return torch.cat(out)

@@ -28,11 +28,11 @@ from poolstream.config import PoolstreamConfig
 from poolstream.http.core import ServingCore
 from poolstream.plugins.io_processors import select_io_processor
 from poolstream.server.health import NOT_SERVING, SERVING, ServerHealth
-from poolstream.server.interceptors import AuthInterceptor, ObservabilityInterceptor
+from poolstream.server.interceptors import AuthInterceptor, ObservabilityInterceptor, install_client_gone_filter
 from poolstream.server.metrics import ServerMetrics
 from poolstream.server.reflection import enable_reflection
 from poolstream.server.servicer import PoolingServicer
-from poolstream.server.security import TokenAuthenticator
+from poolstream.server.security import TokenAuthenticator, describe_security
 from poolstream.server.state import ServerState
 from poolstream.server.transport import TransportConfig, server_options
 from poolstream.tei.servicer import SERVICE_NAMES as TEI_SERVICES
@@ -89,7 +89,9 @@ def build_server(
     reuse_port: bool = False,
 ) -> grpc.aio.Server:
     transport = transport or TransportConfig()
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics, transport.access_log)]
+    install_client_gone_filter()
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ObservabilityInterceptor(metrics, transport.access_log, config.limits.max_send_message_bytes)]
     if transport.auth_tokens:
         authenticator = TokenAuthenticator(list(transport.auth_tokens))
         interceptors.append(AuthInterceptor(authenticator))
@@ -165,6 +167,7 @@ class PoolstreamServer:
             "Listening on %s%s (NOT_SERVING while the model loads)", self.address,
             "" if transport.tls is None else (" with mutual TLS" if transport.tls.mutual else " with TLS"),
         )
+        logger.info("%s", describe_security(transport.tls, transport.auth_tokens, transport.auth_source))
 
     async def _start_side_listeners(self) -> None:
         """The Prometheus endpoint and the plaintext health-only port, when configured."""

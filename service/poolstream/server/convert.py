@@ -6,18 +6,19 @@ Proto types stop here: handlers call these functions, and everything below
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
-from google.protobuf import json_format, struct_pb2, symbol_database
+from google.protobuf import struct_pb2, symbol_database
 from google.protobuf.message import Message
 
 from poolstream.entrypoints.protocol import RawPayload
 from poolstream.inputs import PromptType
 from poolstream.outputs import PoolingRequestOutput
 from poolstream.pooling_params import PoolingParams
-from poolstream.server.errors import invalid_argument
+from poolstream.server.errors import echo, invalid_argument
 from poolstream.tensors import OUTPUT_DTYPES, tensor_from_proto, tensor_to_proto
 from poolstream.v1 import payload_pb2, pooling_pb2, tensor_pb2
 
@@ -37,7 +38,7 @@ def prompt_from_proto(msg: pooling_pb2.Prompt, field_path: str) -> PromptType:
     if kind == "multi_modal":
         mm = {}
         for name, t in msg.multi_modal.multi_modal_data.items():
-            path = f"{field_path}.multi_modal.multi_modal_data[{name}]"
+            path = f"{field_path}.multi_modal.multi_modal_data[{echo(name, 32)}]"
             try:
                 mm[name] = tensor_from_proto(t, path)
             except ValueError as e:
@@ -125,11 +126,12 @@ def output_to_proto(out: PoolingRequestOutput, params: PoolingParams | None) -> 
     )
 
 
-def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data") -> Any:
+def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data",
+                       allow_non_finite: bool = False) -> Any:
     """Decode a PluginPayload into what the plugin's ``parse_request`` sees in ``.data``."""
     kind = msg.WhichOneof("kind")
     if kind == "json":
-        return json_format.MessageToDict(msg.json)
+        return struct_to_python(msg.json, f"{field_path}.json", allow_non_finite)
     if kind == "typed":
         type_name = msg.typed.TypeName()
         try:
@@ -137,7 +139,7 @@ def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data")
         except KeyError:
             raise invalid_argument(
                 "UNKNOWN_PAYLOAD_TYPE",
-                f"unknown payload type {type_name!r}: the server knows no such message "
+                f"unknown payload type {echo(type_name, 128)}: the server knows no such message "
                 "(GetServerInfo lists plugin.input_types)",
                 f"{field_path}.typed.type_url",
             ) from None
@@ -145,9 +147,10 @@ def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data")
         try:
             unpacked = msg.typed.Unpack(message)
         except Exception as e:  # malformed bytes: DecodeError
-            raise invalid_argument("INVALID_PAYLOAD", f"cannot decode {type_name}: {e}", f"{field_path}.typed") from e
+            raise invalid_argument(
+                "INVALID_PAYLOAD", f"cannot decode {echo(type_name, 128)}: {e}", f"{field_path}.typed") from e
         if not unpacked:
-            raise invalid_argument("INVALID_PAYLOAD", f"cannot unpack {type_name}", f"{field_path}.typed")
+            raise invalid_argument("INVALID_PAYLOAD", f"cannot unpack {echo(type_name, 128)}", f"{field_path}.typed")
         # Drop the packed copy: a large payload (a raster) would otherwise be held twice.
         msg.ClearField("typed")
         return message
@@ -158,6 +161,70 @@ def payload_from_proto(msg: payload_pb2.PluginPayload, field_path: str = "data")
     raise invalid_argument(
         "INVALID_PAYLOAD", "the request has no payload: set data.json, data.typed or data.raw", field_path
     )
+
+
+def struct_to_python(msg: struct_pb2.Struct, field_path: str = "data.json",
+                     allow_non_finite: bool = False) -> dict[str, Any]:
+    """A ``google.protobuf.Struct`` as plain Python (what ``json_format.MessageToDict`` gives).
+
+    Unlike MessageToDict, a NaN or +/-Infinity number (which the binary form can carry
+    and JSON cannot) is the client's error: INVALID_ARGUMENT NON_FINITE_INPUT naming where
+    it is, unless the server allows non-finite inputs. Depth needs no bound here: the
+    protobuf parser already refused messages nested deeper than its recursion limit."""
+    try:
+        return _struct(msg, allow_non_finite)
+    except _NonFinite as e:
+        path = field_path + "".join(reversed(e.parts))
+        raise invalid_argument(
+            "NON_FINITE_INPUT",
+            f"{path} is {e.value}: JSON numbers must be finite (the server refuses NaN and "
+            "Infinity unless started with --allow-non-finite-inputs)", path) from None
+
+
+class _NonFinite(Exception):
+    def __init__(self, value: float):
+        self.value = value
+        self.parts: list[str] = []  # path parts, innermost first
+
+
+def _key(key: str) -> str:
+    return f".{key}" if key.isidentifier() and len(key) <= 32 else f"[{echo(key, 32)}]"
+
+
+def _struct(msg: struct_pb2.Struct, allow: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in msg.fields.items():
+        try:
+            out[key] = _value(value, allow)
+        except _NonFinite as e:
+            e.parts.append(_key(key))
+            raise
+    return out
+
+
+def _value(v: struct_pb2.Value, allow: bool) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "number_value":
+        x = v.number_value
+        if not allow and not math.isfinite(x):
+            raise _NonFinite(x)
+        return x
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "struct_value":
+        return _struct(v.struct_value, allow)
+    if kind == "list_value":
+        items = []
+        for i, item in enumerate(v.list_value.values):
+            try:
+                items.append(_value(item, allow))
+            except _NonFinite as e:
+                e.parts.append(f"[{i}]")
+                raise
+        return items
+    return None  # null_value, or no kind set
 
 
 def payload_to_proto(data: Any) -> payload_pb2.PluginPayload:

@@ -35,6 +35,32 @@ to_service_error = to_serving_error
 __all__ = ["DOMAIN", "Code", "ServiceError", "ServingError", "abort", "grpc_code", "invalid_argument",
            "to_service_error", "to_serving_error", "to_status_proto", "with_field"]
 
+# Bounds on what a status carries (characters). A status travels in the trailers, which
+# clients cap (grpc-core: 8 KiB of headers by default; the details travel base64-encoded):
+# an error that echoes a client string (a path, a JSON key, a type URL) unbounded made
+# the client see RESOURCE_EXHAUSTED without details instead of the real error.
+MAX_MESSAGE_CHARS = 1024
+MAX_FIELD_CHARS = 256
+MAX_DESCRIPTION_CHARS = 512
+MAX_VIOLATIONS = 8
+MAX_METADATA_CHARS = 256
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    note = f"...[{len(text)} chars]"
+    return text[: max(0, limit - len(note))] + note
+
+
+def echo(value: object, limit: int = 64) -> str:
+    """A client-sent string for an error message: repr'd (control characters escaped) and clipped."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        return repr(text[:limit]) + f"...[{len(text)} chars]"
+    return repr(text)
+
 
 def grpc_code(error: ServingError) -> grpc.StatusCode:
     """The ``grpc.StatusCode`` of an error's ``Code`` (same member names)."""
@@ -44,14 +70,16 @@ def grpc_code(error: ServingError) -> grpc.StatusCode:
 def to_status_proto(error: ServiceError) -> status_pb2.Status:
     """Build the ``google.rpc.Status`` (code, message, details) for an error."""
     details = []
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata))
+    metadata = {clip(str(k), 64): clip(str(v), MAX_METADATA_CHARS) for k, v in list(error.metadata.items())[:16]}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)
     details.append(info)
     if error.field_violations:
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in error.field_violations
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=clip(f, MAX_FIELD_CHARS), description=clip(d, MAX_DESCRIPTION_CHARS))
+                    for f, d in list(error.field_violations)[:MAX_VIOLATIONS]
                 ]
             )
         )

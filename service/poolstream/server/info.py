@@ -45,6 +45,8 @@ def server_info(state: ServerState) -> pb.GetServerInfoResponse:
         model.backend = getattr(mi, "backend", "native")
         model.prompt_names.extend(getattr(mi, "prompts", {}) or {})
         model.default_prompt_name = getattr(mi, "default_prompt_name", None) or ""
+        model.text_cut_chars = int(getattr(mi, "text_cut_chars", 0))
+        model.text_chars_per_token = int(getattr(mi, "text_chars_per_token", 0))
 
     sel = state.selection
     plugin = pb.PluginInfo(name=sel.name or "", source=_SOURCES[sel.source], available=sel.available)
@@ -85,6 +87,14 @@ def server_info(state: ServerState) -> pb.GetServerInfoResponse:
             max_num_batched_tokens=engine_config.max_num_batched_tokens,
             max_num_seqs=engine_config.max_num_seqs,
             plugin_timeout=_duration(limits.plugin_timeout_s),
+            max_prompt_chars=limits.max_prompt_chars,
+            max_request_chars=limits.max_request_chars,
+            max_prompt_token_ids=limits.max_prompt_token_ids,
+            max_request_token_ids=limits.max_request_token_ids,
+            max_prompt_tensor_bytes=limits.max_prompt_tensor_bytes,
+            max_request_tensor_bytes=limits.max_request_tensor_bytes,
+            max_prompt_tensor_cost=limits.max_prompt_tensor_cost,
+            allow_non_finite_inputs=limits.allow_non_finite_inputs,
         ),
         versions=pb.Versions(
             poolstream=poolstream.__version__,

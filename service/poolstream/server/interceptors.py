@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from poolstream.request_ids import MAX_REQUEST_ID_CHARS, RequestIds
 from poolstream.server.errors import ServiceError, abort
 from poolstream.server.metrics import ServerMetrics
 from poolstream.server.observability import (
@@ -72,7 +73,10 @@ def _malformed_error(method: str, bad: _Malformed) -> ServiceError:
     )
 
 
-def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
+def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None,
+                client_gone: bool = False) -> str:
+    if client_gone:
+        return "CANCELLED"
     if isinstance(exc, asyncio.CancelledError):
         remaining = context.time_remaining()
         return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
@@ -84,10 +88,35 @@ def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None) ->
     return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
+def _bad_request_id(call: CallContext) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST_ID",
+        f"the request id has {len(call.request_id)} characters; at most {MAX_REQUEST_ID_CHARS}",
+        [("request_id", f"at most {MAX_REQUEST_ID_CHARS} characters (the field or x-request-id)")],
+    )
+
+
+def _too_large(size: int, limit: int) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "RESPONSE_TOO_LARGE",
+        f"the response message has {size} bytes, over this server's --max-send-message-bytes "
+        f"({limit}); ask for less per call (fewer prompts, a smaller output_dtype, no "
+        "include_float_values) or use the streaming method",
+        metadata={"size_bytes": str(size), "max_send_message_bytes": str(limit)},
+    )
+
+
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: ServerMetrics | None = None, access_log: bool = True):
+    def __init__(self, metrics: ServerMetrics | None = None, access_log: bool = True,
+                 max_send_message_bytes: int | None = None):
         self.metrics = metrics
         self.access_log = access_log
+        # Responses over it are refused here with details (gRPC's own check fails the call
+        # after the handler returned, so it was logged and counted as OK).
+        self.max_send = max_send_message_bytes
+        self.request_ids = RequestIds()  # ids of PoolingService calls in flight (request_ids.py)
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -128,6 +157,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         call = CallContext(method=method, trace=parse_traceparent(metadata_value(metadata, "traceparent")))
         client_id = getattr(request, "request_id", "") if not isinstance(request, _Malformed) else ""
         call.request_id = choose_request_id(client_id, metadata)
+        if method.startswith(POOLING_PREFIX) and len(call.request_id) <= MAX_REQUEST_ID_CHARS:
+            # Unique among calls in flight: a reused id never reaches another call's prompts.
+            call.request_id = self.request_ids.claim(call.request_id)
+            call.marks["id_claimed"] = True
         # The peer is for the access log alone: read only when a line will be written, and
         # here, while the call is live. Read after a streaming call has ended (cancelled, or
         # closed from another task), grpc's context.peer() crashed the process (SIGSEGV).
@@ -141,7 +174,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return call
 
     def _end(self, call: CallContext, context, exc: BaseException | None) -> None:
-        code = _final_code(context, exc)
+        if call.marks.get("id_claimed"):
+            self.request_ids.release(call.request_id)
+        code = _final_code(context, exc, bool(call.marks.get("client_gone")))
         duration = time.monotonic() - call.start
         end_span(call.span, code, call.reason)
         if self.metrics is not None:
@@ -183,7 +218,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if isinstance(request, _Malformed):
                     await abort(context, _malformed_error(method, request))
+                if len(call.request_id) > MAX_REQUEST_ID_CHARS:
+                    await abort(context, _bad_request_id(call))
                 response = await behavior(request, context)
+                await self._check_size(response, context)
                 _report_timing(call, context)
                 return response
             except BaseException as e:
@@ -197,30 +235,93 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior, method):
         is_gen = inspect.isasyncgenfunction(behavior)
 
+        # A coroutine that writes each response itself (context.write) rather than an async
+        # generator that grpc writes from: a write to a client that has gone (it reset the
+        # stream, e.g. on a message over its receive limit) then fails here, where it is
+        # recorded as CANCELLED, instead of inside grpc, which logged an ERROR traceback and
+        # closed the generator (recorded as UNKNOWN).
         async def stream(request, context):
             call, token, span_token = self._enter(method, request, context)
             exc: BaseException | None = None
+            responses = None
             try:
                 if isinstance(request, _Malformed):
                     await abort(context, _malformed_error(method, request))
+                if len(call.request_id) > MAX_REQUEST_ID_CHARS:
+                    await abort(context, _bad_request_id(call))
                 if is_gen:
-                    async for response in behavior(request, context):
-                        yield response
+                    responses = behavior(request, context)
                 else:
                     result = behavior(request, context)
                     if inspect.isawaitable(result):
-                        await result
-                    elif result is not None and hasattr(result, "__aiter__"):
-                        async for response in result:
-                            yield response
+                        result = await result
+                    responses = result if result is not None and hasattr(result, "__aiter__") else None
+                if responses is not None:
+                    async for response in responses:
+                        await self._check_size(response, context)
+                        if not await _write(context, response):
+                            call.marks["client_gone"] = True
+                            return
                 _report_timing(call, context)
             except BaseException as e:
                 exc = e
                 raise
             finally:
+                if responses is not None and hasattr(responses, "aclose"):
+                    await responses.aclose()  # a call that ends early aborts its prompts now
                 self._exit(call, token, span_token, context, exc)
 
         return stream
+
+    def _check_size(self, response: Any, context):
+        """Awaitable: abort the call with RESPONSE_TOO_LARGE if ``response`` is over the send limit."""
+        limit = self.max_send
+        if limit is None or response is None:
+            return _noop()
+        size = response.ByteSize()
+        if size <= limit:
+            return _noop()
+        return abort(context, _too_large(size, limit))
+
+
+async def _noop() -> None:
+    return None
+
+
+async def _write(context, response) -> bool:
+    """Send one streamed response; False when the client has gone (the stream is reset)."""
+    try:
+        await context.write(response)
+        return True
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - grpc's ExecuteBatchError (internal type): the stream is dead
+        return False
+
+
+class ClientGoneFilter(logging.Filter):
+    """grpc's own ERROR traceback for a final send that failed because the client had reset
+    the stream (a unary answer over the client's receive limit, or a client that went away
+    as the answer left) becomes one INFO line: nothing failed on the server. Streamed
+    answers never reach it (``_write`` records them as CANCELLED)."""
+
+    _PREFIX = "ExecuteBatchError raised in core by servicer method"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._PREFIX):
+            method = record.getMessage()[len(self._PREFIX):].strip(" []")
+            record.msg = ("the client reset the stream before the answer to %s was sent "
+                          "(its receive limit, or it went away)")
+            record.args = (method,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def install_client_gone_filter() -> None:
+    grpc_logger = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, ClientGoneFilter) for f in grpc_logger.filters):
+        grpc_logger.addFilter(ClientGoneFilter())
 
 
 def _access_level(method: str) -> int:
@@ -229,9 +330,12 @@ def _access_level(method: str) -> int:
 
 
 def _report_timing(call: CallContext, context) -> None:
-    """A call that ran prompts and is about to end OK: its engine timing as trailers."""
+    """A call about to end OK: its engine timing (if it ran prompts) and its request id as trailers."""
     if context.code() in (None, grpc.StatusCode.OK):
         trailers = timing.trailing_metadata(call.record)
+        if call.marks.get("id_claimed") and call.request_id.isascii() and call.request_id.isprintable():
+            # The id the call ran under (made unique if the client's was in flight).
+            trailers = (*trailers, ("x-request-id", call.request_id))
         if trailers:
             context.set_trailing_metadata(trailers)
 

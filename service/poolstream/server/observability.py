@@ -294,6 +294,33 @@ class JsonFormatter(logging.Formatter):
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s]: %(message)s"
 
+# Control characters (and the Unicode line and paragraph separators) that would start a new
+# line or rewrite a terminal, escaped in text logs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_log_field(text: str) -> str:
+    """``text`` with control characters as escapes (``\\n``, ``\\x1b``): one record, one line."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT with every client-influenced field escaped: a newline in a request id
+    (or in a message that quotes client input) cannot forge a log line. The traceback of
+    an exception still spans its lines, after the escaped message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.msg, record.args, getattr(record, "request_id", "")
+        record.msg = escape_log_field(record.getMessage())
+        record.args = None
+        record.request_id = escape_log_field(str(saved[2]))
+        try:
+            return super().format(record)
+        finally:
+            record.msg, record.args, record.request_id = saved
+
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Root logging for ``poolstream serve``: text or JSON lines, with the call context filter."""
@@ -302,7 +329,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Mapping
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,31 @@ def tls_from_flags(cert: str | None, key: str | None, client_ca: str | None) -> 
     for flag, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{flag} {path}: no such file")
+    check_tls_files(cert, key, client_ca or None)
     return TLSConfig(cert, key, client_ca or None)
+
+
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted")
+
+
+def check_tls_files(cert: str, key: str, client_ca: str | None) -> None:
+    """Load the files as gRPC will, so a bad one stops startup with a message naming it
+    (gRPC itself only says "Failed to bind", naming neither file)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cert, key, password=_no_password)
+    except ValueError:
+        raise ValueError(f"--tls-key {key} is encrypted; gRPC needs an unencrypted PEM key") from None
+    except ssl.SSLError as e:
+        what = ("the private key does not match the certificate" if "KEY_VALUES_MISMATCH" in str(e)
+                else f"cannot load the certificate and key ({e.reason or e})")
+        raise ValueError(f"--tls-cert {cert} and --tls-key {key}: {what}") from None
+    if client_ca:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError as e:
+            raise ValueError(f"--tls-client-ca {client_ca}: not a PEM CA bundle ({e.reason or e})") from None
 
 
 def _read(path: str, flag: str) -> bytes:
@@ -87,16 +112,60 @@ class TokenAuthenticator:
 
 
 def load_tokens(token_file: str | None, env: dict[str, str] | None = None) -> list[str]:
-    """Tokens from ``--auth-token-file`` (one per line) or ``$POOLSTREAM_AUTH_TOKEN``; [] = auth off."""
+    """Tokens from ``--auth-token-file`` (one per line) or ``$POOLSTREAM_AUTH_TOKEN``; [] = auth off.
+
+    A setting that is present but unusable stops startup (ValueError naming it): a blank
+    ``$POOLSTREAM_AUTH_TOKEN`` used to turn authentication off silently, and a token no
+    client can send (gRPC metadata is printable ASCII) locked every client out."""
     environ: Mapping[str, str] = os.environ if env is None else env
     if token_file:
         try:
             text = Path(token_file).read_text(encoding="utf-8")
         except OSError as e:
             raise OSError(f"--auth-token-file {token_file}: {e.strerror or e}") from e
+        except UnicodeDecodeError:
+            raise ValueError(f"--auth-token-file {token_file}: not UTF-8 text; tokens must be printable ASCII") \
+                from None
         tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
         if not tokens:
             raise ValueError(f"--auth-token-file {token_file} holds no token")
+        for n, token in enumerate(tokens, 1):
+            _check_token(token, f"--auth-token-file {token_file} (token {n})")
         return tokens
-    value = environ.get(AUTH_TOKEN_ENV, "").strip()
-    return [value] if value else []
+    if AUTH_TOKEN_ENV not in environ:
+        return []
+    value = environ[AUTH_TOKEN_ENV].strip()
+    if not value:
+        raise ValueError(
+            f"{AUTH_TOKEN_ENV} is set but blank: set it to a token to require one, or unset it "
+            "to serve without authentication")
+    _check_token(value, AUTH_TOKEN_ENV)
+    return [value]
+
+
+def _check_token(token: str, setting: str) -> None:
+    # What a client can put after "Bearer " in gRPC metadata: printable ASCII, no spaces.
+    if not all("\x21" <= c <= "\x7e" for c in token):
+        raise ValueError(
+            f"{setting}: the token has characters other than printable ASCII (or spaces inside); "
+            "no client can send it in gRPC metadata")
+
+
+def auth_source(token_file: str | None) -> str:
+    """Where the tokens came from, for the startup log."""
+    return f"--auth-token-file {token_file}" if token_file else f"${AUTH_TOKEN_ENV}"
+
+
+def describe_security(tls: TLSConfig | None, tokens: list[str] | tuple[str, ...], source: str = "") -> str:
+    """One line for the startup log: which transport security and authentication are on."""
+    if tls is None:
+        transport = "plaintext (no TLS)"
+    elif tls.mutual:
+        transport = f"mutual TLS (--tls-cert {tls.cert_file}, client CA {tls.client_ca_file})"
+    else:
+        transport = f"TLS (--tls-cert {tls.cert_file})"
+    if not tokens:
+        auth = "no authentication"
+    else:
+        auth = f"bearer tokens required on PoolingService ({len(tokens)} from {source or 'the config'})"
+    return f"security: {transport}; {auth}"

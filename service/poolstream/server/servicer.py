@@ -16,6 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from poolstream import scoring
 from poolstream.plugins.io_processors.pipeline import PipelineResult, PluginFailedError, monotonic_deadline
+from poolstream.prompt_costs import check_proto_tensor_bytes, check_request_costs, proto_prompt_totals
 from poolstream.server import convert
 from poolstream.server.errors import abort, invalid_argument, to_status_proto
 from poolstream.server.info import server_info
@@ -102,7 +103,7 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         if not request.HasField("data"):
             raise invalid_argument("INVALID_PAYLOAD", "the request has no data payload", "data")
         core.check_payload_size(request.data.ByteSize())
-        return (convert.payload_from_proto(request.data),
+        return (convert.payload_from_proto(request.data, allow_non_finite=core.config.limits.allow_non_finite_inputs),
                 convert.params_from_proto(_params_or_none(request), task="plugin"))
 
     # -- Encode ------------------------------------------------------------
@@ -150,11 +151,14 @@ class PoolingServicer(pb_grpc.PoolingServiceServicer):
         try:
             self.core.check_prompt_count(len(request.prompts))
             params = convert.params_from_proto(_params_or_none(request), task="encode")
+            # Per-request cost caps, on the wire message's lengths: nothing decoded yet.
+            check_request_costs(*proto_prompt_totals(request.prompts), self.core.config.limits)
         except Exception as e:
             await abort(context, e)
         prompts: list[Any] = []
         for i, proto_prompt in enumerate(request.prompts):
             try:
+                check_proto_tensor_bytes(proto_prompt, self.core.config.limits)
                 prompts.append(convert.prompt_from_proto(proto_prompt, f"prompts[{i}]"))
             except Exception as e:
                 prompts.append(e)

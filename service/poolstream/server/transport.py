@@ -29,6 +29,7 @@ class TransportConfig:
     max_connection_age_grace_s: float = 30.0
     tls: TLSConfig | None = None
     auth_tokens: tuple[str, ...] = ()
+    auth_source: str = ""  # where the tokens came from (the startup log names it)
     metrics_port: int = 0  # 0 = off
     metrics_host: str | None = None  # None = the gRPC --host
     health_port: int = 0  # 0 = off; a plaintext health-only listener (for kubelet probes under TLS)

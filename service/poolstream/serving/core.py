@@ -60,7 +60,7 @@ class ServingCore:
         self.engine = engine
         if self.selection.processor is not None:
             self.pipeline = PluginPipeline(
-                self.selection.processor, engine, self.config.limits.max_prompts_per_request)
+                self.selection.processor, engine, self.config.limits.max_prompts_per_request, self.config.limits)
 
     # -- admission ---------------------------------------------------------------
     def ready_engine(self) -> Any:

@@ -27,9 +27,12 @@ from poolstream.engine.errors import (
     EngineError,
     EngineOverloadedError,
     InvalidPromptError,
+    NonFiniteInputError,
+    PromptTooLargeError,
     RequestAbortedError,
 )
 from poolstream.plugins.io_processors.pipeline import PayloadError, PluginFailedError, TooManyPromptsError
+from poolstream.prompt_costs import RequestTooLargeError
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +135,10 @@ def to_serving_error(exc: BaseException) -> ServingError:
             str(exc) or "The engine queue is full; retry later.",
             retry_after_s=exc.retry_after_s,
         )
+    if isinstance(exc, PromptTooLargeError):
+        return ServingError(Code.INVALID_ARGUMENT, "PROMPT_TOO_LARGE", str(exc))
+    if isinstance(exc, NonFiniteInputError):
+        return ServingError(Code.INVALID_ARGUMENT, "NON_FINITE_INPUT", str(exc))
     if isinstance(exc, InvalidPromptError):
         return ServingError(Code.INVALID_ARGUMENT, "INVALID_PROMPT", str(exc))
     if isinstance(exc, RequestAbortedError):
@@ -146,6 +153,8 @@ def to_serving_error(exc: BaseException) -> ServingError:
         return ServingError(Code.INVALID_ARGUMENT, "TOO_MANY_PROMPTS", str(exc), [("data", str(exc))])
     if isinstance(exc, DecodeError):  # client bytes inside a message (an Any's value) that do not parse
         return ServingError(Code.INVALID_ARGUMENT, "INVALID_PAYLOAD", f"cannot decode: {exc}")
+    if isinstance(exc, RequestTooLargeError):
+        return ServingError(Code.INVALID_ARGUMENT, "REQUEST_TOO_LARGE", str(exc), [(exc.field, str(exc))])
     if isinstance(exc, PayloadError):
         # A plugin's ValueError may carry its own ErrorInfo reason and metadata (what was
         # expected and seen): `reason` (UPPER_SNAKE_CASE) and `details` (str -> str) attributes.

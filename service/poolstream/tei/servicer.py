@@ -359,13 +359,7 @@ class _Tokenize(pb_grpc.TokenizeServicer):
         self.core = core
 
     def _tokenize(self, request: pb.EncodeRequest) -> pb.EncodeResponse:
-        text = request.inputs
-        if request.HasField("prompt_name") and request.prompt_name:
-            prompts = dict(getattr(self.core.engine().model_info, "prompts", {}) or {})
-            if request.prompt_name not in prompts:
-                raise invalid_argument("INVALID_PARAMS", f"prompt_name {request.prompt_name!r} is not one of the "
-                                       f"model's prompts {sorted(prompts)}", "prompt_name")
-            text = prompts[request.prompt_name] + text
+        text = self.core.with_prompt(request.inputs, request.prompt_name if request.HasField("prompt_name") else None)
         limit = self.core.limits.max_payload_bytes
         if len(request.inputs) > limit:
             raise invalid_argument("PAYLOAD_TOO_LARGE", f"inputs has {len(request.inputs)} characters; at most "

@@ -229,7 +229,7 @@ class ProcessLayout(_message.Message):
     def __init__(self, engine_process: _Optional[bool] = ..., api_server_count: _Optional[int] = ..., front_end_index: _Optional[int] = ..., front_end_pid: _Optional[int] = ..., engine_pid: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "path", "architecture", "output_shape", "output_dtype", "max_model_len", "pooling", "normalize", "device", "compute_dtype", "tensor_inputs", "tasks", "default_task", "labels", "backend", "prompt_names", "default_prompt_name")
+    __slots__ = ("name", "path", "architecture", "output_shape", "output_dtype", "max_model_len", "pooling", "normalize", "device", "compute_dtype", "tensor_inputs", "tasks", "default_task", "labels", "backend", "prompt_names", "default_prompt_name", "text_cut_chars", "text_chars_per_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +247,8 @@ class ModelInfo(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     PROMPT_NAMES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_CUT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_CHARS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     architecture: str
@@ -264,7 +266,9 @@ class ModelInfo(_message.Message):
     backend: str
     prompt_names: _containers.RepeatedScalarFieldContainer[str]
     default_prompt_name: str
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., architecture: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., max_model_len: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., device: _Optional[str] = ..., compute_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., tensor_inputs: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[_pooling_pb2.PoolingTask, str]]] = ..., default_task: _Optional[_Union[_pooling_pb2.PoolingTask, str]] = ..., labels: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., default_prompt_name: _Optional[str] = ...) -> None: ...
+    text_cut_chars: int
+    text_chars_per_token: int
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., architecture: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., max_model_len: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., device: _Optional[str] = ..., compute_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., tensor_inputs: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[_pooling_pb2.PoolingTask, str]]] = ..., default_task: _Optional[_Union[_pooling_pb2.PoolingTask, str]] = ..., labels: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., default_prompt_name: _Optional[str] = ..., text_cut_chars: _Optional[int] = ..., text_chars_per_token: _Optional[int] = ...) -> None: ...
 
 class PluginInfo(_message.Message):
     __slots__ = ("name", "source", "class_name", "available", "input_types", "output_types", "input_media_types", "details")
@@ -287,7 +291,7 @@ class PluginInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[PluginSource, str]] = ..., class_name: _Optional[str] = ..., available: _Optional[_Iterable[str]] = ..., input_types: _Optional[_Iterable[str]] = ..., output_types: _Optional[_Iterable[str]] = ..., input_media_types: _Optional[_Iterable[str]] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_receive_message_bytes", "max_send_message_bytes", "max_prompts_per_request", "max_queued_prompts", "max_concurrent_calls", "max_payload_bytes", "max_num_batched_tokens", "max_num_seqs", "plugin_timeout")
+    __slots__ = ("max_receive_message_bytes", "max_send_message_bytes", "max_prompts_per_request", "max_queued_prompts", "max_concurrent_calls", "max_payload_bytes", "max_num_batched_tokens", "max_num_seqs", "plugin_timeout", "max_prompt_chars", "max_request_chars", "max_prompt_token_ids", "max_request_token_ids", "max_prompt_tensor_bytes", "max_request_tensor_bytes", "allow_non_finite_inputs", "max_prompt_tensor_cost")
     MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEND_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +301,14 @@ class Limits(_message.Message):
     MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_TENSOR_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_TENSOR_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_NON_FINITE_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_TENSOR_COST_FIELD_NUMBER: _ClassVar[int]
     max_receive_message_bytes: int
     max_send_message_bytes: int
     max_prompts_per_request: int
@@ -306,7 +318,15 @@ class Limits(_message.Message):
     max_num_batched_tokens: int
     max_num_seqs: int
     plugin_timeout: _duration_pb2.Duration
-    def __init__(self, max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_prompts_per_request: _Optional[int] = ..., max_queued_prompts: _Optional[int] = ..., max_concurrent_calls: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., plugin_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    max_prompt_chars: int
+    max_request_chars: int
+    max_prompt_token_ids: int
+    max_request_token_ids: int
+    max_prompt_tensor_bytes: int
+    max_request_tensor_bytes: int
+    allow_non_finite_inputs: bool
+    max_prompt_tensor_cost: int
+    def __init__(self, max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_prompts_per_request: _Optional[int] = ..., max_queued_prompts: _Optional[int] = ..., max_concurrent_calls: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., plugin_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_prompt_chars: _Optional[int] = ..., max_request_chars: _Optional[int] = ..., max_prompt_token_ids: _Optional[int] = ..., max_request_token_ids: _Optional[int] = ..., max_prompt_tensor_bytes: _Optional[int] = ..., max_request_tensor_bytes: _Optional[int] = ..., allow_non_finite_inputs: _Optional[bool] = ..., max_prompt_tensor_cost: _Optional[int] = ...) -> None: ...
 
 class Versions(_message.Message):
     __slots__ = ("poolstream", "python", "torch", "grpcio", "protobuf")

@@ -44,10 +44,13 @@ class PoolingServiceStub:
     |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
     |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
     |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
-    |                     | INVALID_PARAMS                           |                                                    |
+    |                     | INVALID_PARAMS, INVALID_REQUEST_ID       |                                                    |
+    |                     | NON_FINITE_INPUT                         | NaN or Infinity in a tensor or JSON payload        |
+    |                     | PROMPT_TOO_LARGE, REQUEST_TOO_LARGE      | over a per-prompt or per-request cost cap          |
     | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
     | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
     |                     |                                          | a message over the size limit, gRPC's own check)   |
+    |                     | RESPONSE_TOO_LARGE                       | the answer is over --max-send-message-bytes        |
     | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
     |                     |                                          | is longer than the time the deadline leaves        |
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
@@ -120,10 +123,13 @@ class PoolingServiceServicer:
     |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
     |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
     |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
-    |                     | INVALID_PARAMS                           |                                                    |
+    |                     | INVALID_PARAMS, INVALID_REQUEST_ID       |                                                    |
+    |                     | NON_FINITE_INPUT                         | NaN or Infinity in a tensor or JSON payload        |
+    |                     | PROMPT_TOO_LARGE, REQUEST_TOO_LARGE      | over a per-prompt or per-request cost cap          |
     | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
     | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
     |                     |                                          | a message over the size limit, gRPC's own check)   |
+    |                     | RESPONSE_TOO_LARGE                       | the answer is over --max-send-message-bytes        |
     | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
     |                     |                                          | is longer than the time the deadline leaves        |
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
@@ -253,10 +259,13 @@ class PoolingService:
     |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
     |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
     |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
-    |                     | INVALID_PARAMS                           |                                                    |
+    |                     | INVALID_PARAMS, INVALID_REQUEST_ID       |                                                    |
+    |                     | NON_FINITE_INPUT                         | NaN or Infinity in a tensor or JSON payload        |
+    |                     | PROMPT_TOO_LARGE, REQUEST_TOO_LARGE      | over a per-prompt or per-request cost cap          |
     | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
     | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
     |                     |                                          | a message over the size limit, gRPC's own check)   |
+    |                     | RESPONSE_TOO_LARGE                       | the answer is over --max-send-message-bytes        |
     | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
     |                     |                                          | is longer than the time the deadline leaves        |
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |

@@ -123,8 +123,12 @@ def open_tiff(source: bytes | str) -> tuple[tifffile.TiffFile, int]:
         tif = tifffile.TiffFile(fh)
     except RasterError:
         raise
-    except (tifffile.TiffFileError, ValueError, struct.error, EOFError, OSError) as e:
-        raise RasterError(f"not a readable TIFF: {e}") from None
+    except OSError as e:
+        raise RasterError(f"cannot read the file: {e.strerror or type(e).__name__}") from None
+    except (tifffile.TiffFileError, ValueError, struct.error, EOFError) as e:
+        # Not the parser's message: it quotes the file's first bytes, and the file may be any
+        # server file under --allowed-local-media-path.
+        raise RasterError(f"not a readable TIFF (no valid TIFF header or structure: {type(e).__name__})") from None
     # Closing a TiffFile leaves a BytesIO it did not open alone, and tifffile's objects form
     # reference cycles: without an explicit close the request's bytes would live until the
     # next cyclic garbage collection (see close_tiff).

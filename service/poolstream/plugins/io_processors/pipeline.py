@@ -39,6 +39,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from poolstream.config import LimitsConfig
 from poolstream.entrypoints.protocol import IOProcessorRequest, IOProcessorResponse
 from poolstream.inputs import prompt_kind
 from poolstream.outputs import PoolingRequestOutput
@@ -47,6 +48,7 @@ from poolstream.plugins.io_processors.hooks import PluginHooks
 from poolstream.plugins.io_processors.interface import IOProcessor
 from poolstream.plugins.io_processors.response import normalize_response
 from poolstream.pooling_params import PoolingParams
+from poolstream.prompt_costs import check_prompt_list
 
 T = TypeVar("T")
 
@@ -113,10 +115,12 @@ class _EngineFailure(Exception):
 class PluginPipeline:
     """Runs plugin requests against an engine."""
 
-    def __init__(self, processor: IOProcessor, engine: PromptEncoder, max_prompts_per_request: int):
+    def __init__(self, processor: IOProcessor, engine: PromptEncoder, max_prompts_per_request: int,
+                 limits: LimitsConfig | None = None):
         self.processor = processor
         self.engine = engine
         self.max_prompts = max_prompts_per_request
+        self.limits = limits  # per-request cost caps over the plugin's prompts (prompt_costs.py)
         self.hooks = PluginHooks.of(processor, takes_renderer=getattr(processor, "renderer", None) is not None)
         # vLLM runs every sync hook on its event loop, so for one request nothing runs
         # between its pre_process and its params hook, and plugins rely on that (state
@@ -202,6 +206,8 @@ class PluginPipeline:
                 f"The plugin produced {total} prompts; this server allows at most "
                 f"{self.max_prompts} per request (--max-prompts-per-request)."
             )
+        if self.limits is not None:
+            check_prompt_list(prompt_list, self.limits)
         if on_prompt_count is not None:
             on_prompt_count(total)
 
@@ -378,6 +384,8 @@ def _stage(stage: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return func(*args, **kwargs)
     except (ValueError, TypeError) as e:
         raise PayloadError(str(e)) from e
+    except RecursionError as e:  # a payload nested deeper than the plugin's parser goes
+        raise PayloadError(f"the payload is nested too deeply to parse ({e})") from e
     except asyncio.CancelledError:
         raise
     except BaseException as e:  # SystemExit, KeyboardInterrupt & co. raised by the plugin's code

@@ -440,6 +440,19 @@ export interface ModelInfo {
   promptNames: string[];
   /** The prompt applied when a request names none; empty: none. */
   defaultPromptName: string;
+  /**
+   * Texts are cut by characters before tokenization: a text is first
+   * tokenized from its first text_cut_chars characters (cut at a word
+   * boundary), which is max_model_len x text_chars_per_token, and the cut is
+   * kept only when it provably gives the whole text's tokens (else a longer
+   * prefix is read). Zero for a model without a tokenizer.
+   */
+  textCutChars: number;
+  /**
+   * Characters per token of that bound: the vocabulary's longest token, in
+   * characters, plus one for the separator between words.
+   */
+  textCharsPerToken: number;
 }
 
 /** PluginInfo describes the active IO Processor plugin. */
@@ -493,7 +506,35 @@ export interface Limits {
    * How long a plugin hook may hold a request up without progress before the
    * call ends with DEADLINE_EXCEEDED (reason PLUGIN_TIMEOUT); zero: no limit.
    */
-  pluginTimeout: Duration | undefined;
+  pluginTimeout:
+    | Duration
+    | undefined;
+  /** Most characters in one text prompt (INVALID_ARGUMENT PROMPT_TOO_LARGE). */
+  maxPromptChars: number;
+  /**
+   * Most characters of text over all prompts of one request, or all prompts
+   * a plugin made from one payload (INVALID_ARGUMENT REQUEST_TOO_LARGE).
+   */
+  maxRequestChars: number;
+  /** Most token ids in one prompt (INVALID_ARGUMENT PROMPT_TOO_LARGE). */
+  maxPromptTokenIds: number;
+  /** Most token ids over all prompts of one request (REQUEST_TOO_LARGE). */
+  maxRequestTokenIds: number;
+  /** Most bytes of tensors in one prompt (PROMPT_TOO_LARGE). */
+  maxPromptTensorBytes: number;
+  /** Most bytes of tensors over all prompts of one request (REQUEST_TOO_LARGE). */
+  maxRequestTensorBytes: number;
+  /**
+   * Whether NaN and +/-Infinity are accepted in input tensors and JSON
+   * payloads; when false they are refused (INVALID_ARGUMENT NON_FINITE_INPUT).
+   */
+  allowNonFiniteInputs: boolean;
+  /**
+   * Most model cost of one tensor prompt (PROMPT_TOO_LARGE): the model's
+   * tensor_prompt_cost, in the units of max_num_batched_tokens (Prithvi: one
+   * per 8x8 pixels).
+   */
+  maxPromptTensorCost: number;
 }
 
 /** Versions lists the server's software versions. */
@@ -2544,6 +2585,8 @@ function createBaseModelInfo(): ModelInfo {
     backend: "",
     promptNames: [],
     defaultPromptName: "",
+    textCutChars: 0,
+    textCharsPerToken: 0,
   };
 }
 
@@ -2607,6 +2650,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     }
     if (message.defaultPromptName !== "") {
       writer.uint32(138).string(message.defaultPromptName);
+    }
+    if (message.textCutChars !== 0) {
+      writer.uint32(144).uint64(message.textCutChars);
+    }
+    if (message.textCharsPerToken !== 0) {
+      writer.uint32(152).uint32(message.textCharsPerToken);
     }
     return writer;
   },
@@ -2780,6 +2829,22 @@ export const ModelInfo: MessageFns<ModelInfo> = {
             message.defaultPromptName = reader.string();
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.textCutChars = longToNumber(reader.uint64());
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.textCharsPerToken = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2847,6 +2912,16 @@ export const ModelInfo: MessageFns<ModelInfo> = {
         : isSet(object.default_prompt_name)
         ? globalThis.String(object.default_prompt_name)
         : "",
+      textCutChars: isSet(object.textCutChars)
+        ? globalThis.Number(object.textCutChars)
+        : isSet(object.text_cut_chars)
+        ? globalThis.Number(object.text_cut_chars)
+        : 0,
+      textCharsPerToken: isSet(object.textCharsPerToken)
+        ? globalThis.Number(object.textCharsPerToken)
+        : isSet(object.text_chars_per_token)
+        ? globalThis.Number(object.text_chars_per_token)
+        : 0,
     };
   },
 
@@ -2903,6 +2978,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     if (message.defaultPromptName !== "") {
       obj.defaultPromptName = message.defaultPromptName;
     }
+    if (message.textCutChars !== 0) {
+      obj.textCutChars = Math.round(message.textCutChars);
+    }
+    if (message.textCharsPerToken !== 0) {
+      obj.textCharsPerToken = Math.round(message.textCharsPerToken);
+    }
     return obj;
   },
 
@@ -2928,6 +3009,8 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     message.backend = object.backend ?? "";
     message.promptNames = object.promptNames?.map((e) => e) || [];
     message.defaultPromptName = object.defaultPromptName ?? "";
+    message.textCutChars = object.textCutChars ?? 0;
+    message.textCharsPerToken = object.textCharsPerToken ?? 0;
     return message;
   },
 };
@@ -3151,6 +3234,14 @@ function createBaseLimits(): Limits {
     maxNumBatchedTokens: 0,
     maxNumSeqs: 0,
     pluginTimeout: undefined,
+    maxPromptChars: 0,
+    maxRequestChars: 0,
+    maxPromptTokenIds: 0,
+    maxRequestTokenIds: 0,
+    maxPromptTensorBytes: 0,
+    maxRequestTensorBytes: 0,
+    allowNonFiniteInputs: false,
+    maxPromptTensorCost: 0,
   };
 }
 
@@ -3182,6 +3273,30 @@ export const Limits: MessageFns<Limits> = {
     }
     if (message.pluginTimeout !== undefined) {
       Duration.encode(message.pluginTimeout, writer.uint32(74).fork()).join();
+    }
+    if (message.maxPromptChars !== 0) {
+      writer.uint32(80).uint64(message.maxPromptChars);
+    }
+    if (message.maxRequestChars !== 0) {
+      writer.uint32(88).uint64(message.maxRequestChars);
+    }
+    if (message.maxPromptTokenIds !== 0) {
+      writer.uint32(96).uint64(message.maxPromptTokenIds);
+    }
+    if (message.maxRequestTokenIds !== 0) {
+      writer.uint32(104).uint64(message.maxRequestTokenIds);
+    }
+    if (message.maxPromptTensorBytes !== 0) {
+      writer.uint32(112).uint64(message.maxPromptTensorBytes);
+    }
+    if (message.maxRequestTensorBytes !== 0) {
+      writer.uint32(120).uint64(message.maxRequestTensorBytes);
+    }
+    if (message.allowNonFiniteInputs !== false) {
+      writer.uint32(128).bool(message.allowNonFiniteInputs);
+    }
+    if (message.maxPromptTensorCost !== 0) {
+      writer.uint32(136).uint64(message.maxPromptTensorCost);
     }
     return writer;
   },
@@ -3271,6 +3386,70 @@ export const Limits: MessageFns<Limits> = {
             message.pluginTimeout = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.maxPromptChars = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.maxRequestChars = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.maxPromptTokenIds = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.maxRequestTokenIds = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.maxPromptTensorBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.maxRequestTensorBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.allowNonFiniteInputs = reader.bool();
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.maxPromptTensorCost = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3330,6 +3509,46 @@ export const Limits: MessageFns<Limits> = {
         : isSet(object.plugin_timeout)
         ? Duration.fromJSON(object.plugin_timeout)
         : undefined,
+      maxPromptChars: isSet(object.maxPromptChars)
+        ? globalThis.Number(object.maxPromptChars)
+        : isSet(object.max_prompt_chars)
+        ? globalThis.Number(object.max_prompt_chars)
+        : 0,
+      maxRequestChars: isSet(object.maxRequestChars)
+        ? globalThis.Number(object.maxRequestChars)
+        : isSet(object.max_request_chars)
+        ? globalThis.Number(object.max_request_chars)
+        : 0,
+      maxPromptTokenIds: isSet(object.maxPromptTokenIds)
+        ? globalThis.Number(object.maxPromptTokenIds)
+        : isSet(object.max_prompt_token_ids)
+        ? globalThis.Number(object.max_prompt_token_ids)
+        : 0,
+      maxRequestTokenIds: isSet(object.maxRequestTokenIds)
+        ? globalThis.Number(object.maxRequestTokenIds)
+        : isSet(object.max_request_token_ids)
+        ? globalThis.Number(object.max_request_token_ids)
+        : 0,
+      maxPromptTensorBytes: isSet(object.maxPromptTensorBytes)
+        ? globalThis.Number(object.maxPromptTensorBytes)
+        : isSet(object.max_prompt_tensor_bytes)
+        ? globalThis.Number(object.max_prompt_tensor_bytes)
+        : 0,
+      maxRequestTensorBytes: isSet(object.maxRequestTensorBytes)
+        ? globalThis.Number(object.maxRequestTensorBytes)
+        : isSet(object.max_request_tensor_bytes)
+        ? globalThis.Number(object.max_request_tensor_bytes)
+        : 0,
+      allowNonFiniteInputs: isSet(object.allowNonFiniteInputs)
+        ? globalThis.Boolean(object.allowNonFiniteInputs)
+        : isSet(object.allow_non_finite_inputs)
+        ? globalThis.Boolean(object.allow_non_finite_inputs)
+        : false,
+      maxPromptTensorCost: isSet(object.maxPromptTensorCost)
+        ? globalThis.Number(object.maxPromptTensorCost)
+        : isSet(object.max_prompt_tensor_cost)
+        ? globalThis.Number(object.max_prompt_tensor_cost)
+        : 0,
     };
   },
 
@@ -3362,6 +3581,30 @@ export const Limits: MessageFns<Limits> = {
     if (message.pluginTimeout !== undefined) {
       obj.pluginTimeout = Duration.toJSON(message.pluginTimeout);
     }
+    if (message.maxPromptChars !== 0) {
+      obj.maxPromptChars = Math.round(message.maxPromptChars);
+    }
+    if (message.maxRequestChars !== 0) {
+      obj.maxRequestChars = Math.round(message.maxRequestChars);
+    }
+    if (message.maxPromptTokenIds !== 0) {
+      obj.maxPromptTokenIds = Math.round(message.maxPromptTokenIds);
+    }
+    if (message.maxRequestTokenIds !== 0) {
+      obj.maxRequestTokenIds = Math.round(message.maxRequestTokenIds);
+    }
+    if (message.maxPromptTensorBytes !== 0) {
+      obj.maxPromptTensorBytes = Math.round(message.maxPromptTensorBytes);
+    }
+    if (message.maxRequestTensorBytes !== 0) {
+      obj.maxRequestTensorBytes = Math.round(message.maxRequestTensorBytes);
+    }
+    if (message.allowNonFiniteInputs !== false) {
+      obj.allowNonFiniteInputs = message.allowNonFiniteInputs;
+    }
+    if (message.maxPromptTensorCost !== 0) {
+      obj.maxPromptTensorCost = Math.round(message.maxPromptTensorCost);
+    }
     return obj;
   },
 
@@ -3381,6 +3624,14 @@ export const Limits: MessageFns<Limits> = {
     message.pluginTimeout = (object.pluginTimeout !== undefined && object.pluginTimeout !== null)
       ? Duration.fromPartial(object.pluginTimeout)
       : undefined;
+    message.maxPromptChars = object.maxPromptChars ?? 0;
+    message.maxRequestChars = object.maxRequestChars ?? 0;
+    message.maxPromptTokenIds = object.maxPromptTokenIds ?? 0;
+    message.maxRequestTokenIds = object.maxRequestTokenIds ?? 0;
+    message.maxPromptTensorBytes = object.maxPromptTensorBytes ?? 0;
+    message.maxRequestTensorBytes = object.maxRequestTensorBytes ?? 0;
+    message.allowNonFiniteInputs = object.allowNonFiniteInputs ?? false;
+    message.maxPromptTensorCost = object.maxPromptTensorCost ?? 0;
     return message;
   },
 };
@@ -3537,10 +3788,13 @@ export const Versions: MessageFns<Versions> = {
  * |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
  * |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
  * |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
- * |                     | INVALID_PARAMS                           |                                                    |
+ * |                     | INVALID_PARAMS, INVALID_REQUEST_ID       |                                                    |
+ * |                     | NON_FINITE_INPUT                         | NaN or Infinity in a tensor or JSON payload        |
+ * |                     | PROMPT_TOO_LARGE, REQUEST_TOO_LARGE      | over a per-prompt or per-request cost cap          |
  * | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
  * | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
  * |                     |                                          | a message over the size limit, gRPC's own check)   |
+ * |                     | RESPONSE_TOO_LARGE                       | the answer is over --max-send-message-bytes        |
  * | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
  * |                     |                                          | is longer than the time the deadline leaves        |
  * |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |

@@ -521,6 +521,50 @@ class Limits(betterproto2.Message):
     call ends with DEADLINE_EXCEEDED (reason PLUGIN_TIMEOUT); zero: no limit.
     """
 
+    max_prompt_chars: "int" = betterproto2.field(10, betterproto2.TYPE_UINT64)
+    """
+    Most characters in one text prompt (INVALID_ARGUMENT PROMPT_TOO_LARGE).
+    """
+
+    max_request_chars: "int" = betterproto2.field(11, betterproto2.TYPE_UINT64)
+    """
+    Most characters of text over all prompts of one request, or all prompts
+    a plugin made from one payload (INVALID_ARGUMENT REQUEST_TOO_LARGE).
+    """
+
+    max_prompt_token_ids: "int" = betterproto2.field(12, betterproto2.TYPE_UINT64)
+    """
+    Most token ids in one prompt (INVALID_ARGUMENT PROMPT_TOO_LARGE).
+    """
+
+    max_request_token_ids: "int" = betterproto2.field(13, betterproto2.TYPE_UINT64)
+    """
+    Most token ids over all prompts of one request (REQUEST_TOO_LARGE).
+    """
+
+    max_prompt_tensor_bytes: "int" = betterproto2.field(14, betterproto2.TYPE_UINT64)
+    """
+    Most bytes of tensors in one prompt (PROMPT_TOO_LARGE).
+    """
+
+    max_request_tensor_bytes: "int" = betterproto2.field(15, betterproto2.TYPE_UINT64)
+    """
+    Most bytes of tensors over all prompts of one request (REQUEST_TOO_LARGE).
+    """
+
+    allow_non_finite_inputs: "bool" = betterproto2.field(16, betterproto2.TYPE_BOOL)
+    """
+    Whether NaN and +/-Infinity are accepted in input tensors and JSON
+    payloads; when false they are refused (INVALID_ARGUMENT NON_FINITE_INPUT).
+    """
+
+    max_prompt_tensor_cost: "int" = betterproto2.field(17, betterproto2.TYPE_UINT64)
+    """
+    Most model cost of one tensor prompt (PROMPT_TOO_LARGE): the model's
+    tensor_prompt_cost, in the units of max_num_batched_tokens (Prithvi: one
+    per 8x8 pixels).
+    """
+
 
 default_message_pool.register_message("poolstream.v1", "Limits", Limits)
 
@@ -619,6 +663,21 @@ class ModelInfo(betterproto2.Message):
     default_prompt_name: "str" = betterproto2.field(17, betterproto2.TYPE_STRING)
     """
     The prompt applied when a request names none; empty: none.
+    """
+
+    text_cut_chars: "int" = betterproto2.field(18, betterproto2.TYPE_UINT64)
+    """
+    Texts are cut by characters before tokenization: a text is first
+    tokenized from its first text_cut_chars characters (cut at a word
+    boundary), which is max_model_len x text_chars_per_token, and the cut is
+    kept only when it provably gives the whole text's tokens (else a longer
+    prefix is read). Zero for a model without a tokenizer.
+    """
+
+    text_chars_per_token: "int" = betterproto2.field(19, betterproto2.TYPE_UINT32)
+    """
+    Characters per token of that bound: the vocabulary's longest token, in
+    characters, plus one for the separator between words.
     """
 
 
@@ -1428,10 +1487,13 @@ class PoolingServiceStub:
     |                     | INVALID_PAYLOAD, UNKNOWN_PAYLOAD_TYPE,   | the payload is missing, malformed, over a limit or |
     |                     | PAYLOAD_TOO_LARGE, TOO_MANY_PROMPTS      | of a type the plugin does not take                 |
     |                     | INVALID_PROMPT, INVALID_TENSOR,          | a prompt, tensor or params field is invalid        |
-    |                     | INVALID_PARAMS                           |                                                    |
+    |                     | INVALID_PARAMS, INVALID_REQUEST_ID       |                                                    |
+    |                     | NON_FINITE_INPUT                         | NaN or Infinity in a tensor or JSON payload        |
+    |                     | PROMPT_TOO_LARGE, REQUEST_TOO_LARGE      | over a per-prompt or per-request cost cap          |
     | FAILED_PRECONDITION | NO_PLUGIN                                | Process/ProcessStream with no plugin active        |
     | RESOURCE_EXHAUSTED  | QUEUE_FULL, TOO_MANY_CALLS               | overload; RetryInfo says when to retry (no details:|
     |                     |                                          | a message over the size limit, gRPC's own check)   |
+    |                     | RESPONSE_TOO_LARGE                       | the answer is over --max-send-message-bytes        |
     | DEADLINE_EXCEEDED   | DEADLINE_TOO_SHORT                       | refused at admission: the queue's estimated wait   |
     |                     |                                          | is longer than the time the deadline leaves        |
     |                     | DEADLINE_EXCEEDED                        | the deadline passed while the prompt was queued    |
