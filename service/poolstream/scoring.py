@@ -80,18 +80,28 @@ def scoring_method(model_info: Any) -> str:
         f"this model cannot score text pairs: its tasks are {', '.join(tasks)} (needs score or embed)")
 
 
+@dataclass(frozen=True)
+class PairScores:
+    """Scores of several pairs, in pair order."""
+
+    scores: list[PairScore]
+    method: str  # "cross_encoder" | "embedding_cosine"
+    prompt_tokens: int  # tokens the model encoded (each distinct text once for embeddings)
+
+
 async def score_pairs(engine: _Engine, pairs: Sequence[tuple[str, str]], *, request_id: str,
                       priority: int = 0, deadline: float | None = None, raw_scores: bool = False,
-                      truncate: bool | None = None) -> tuple[list[PairScore], str]:
-    """Score each (text, text_pair); returns the scores (in pair order) and the method used."""
+                      truncate: bool | None = None) -> PairScores:
+    """Score each (text, text_pair) with the model's scoring method (``scoring_method``)."""
     method = scoring_method(engine.model_info)
     if method == "cross_encoder":
         params = PoolingParams(task="score", use_activation=not raw_scores, truncate=truncate)
         outs = await _gather([engine.encode_one({"prompt": a, "text_pair": b}, params, f"{request_id}-{i}",
                                                 priority, deadline) for i, (a, b) in enumerate(pairs)])
-        return [PairScore(float(o.outputs.data.reshape(-1)[0]), len(o.prompt_token_ids), o.truncated)
-                for o in outs], method
-    # Bi-encoder: embed each distinct text once, then cosine similarity.
+        scores = [PairScore(float(o.outputs.data.reshape(-1)[0]), len(o.prompt_token_ids), o.truncated)
+                  for o in outs]
+        return PairScores(scores, method, sum(s.prompt_tokens for s in scores))
+    # Bi-encoder: embed each distinct text once, then cosine similarity of the unit vectors.
     texts = list(dict.fromkeys(t for pair in pairs for t in pair))
     params = PoolingParams(task="embed", normalize=True, truncate=truncate)
     outs = await _gather([engine.encode_one(t, params, f"{request_id}-{i}", priority, deadline)
@@ -101,12 +111,9 @@ async def score_pairs(engine: _Engine, pairs: Sequence[tuple[str, str]], *, requ
     for a, b in pairs:
         oa, ob = by_text[a], by_text[b]
         cos = float(torch.dot(oa.outputs.data.float(), ob.outputs.data.float()))
-        scores.append(PairScore(cos, len(ob.prompt_token_ids), oa.truncated or ob.truncated))
-    tokens = sum(len(o.prompt_token_ids) for o in outs)
-    if scores:  # count every embedded text's tokens once
-        scores[0] = PairScore(scores[0].score, tokens - sum(s.prompt_tokens for s in scores[1:]),
-                              scores[0].truncated)
-    return scores, method
+        scores.append(PairScore(cos, len(oa.prompt_token_ids) + len(ob.prompt_token_ids),
+                                oa.truncated or ob.truncated))
+    return PairScores(scores, method, sum(len(o.prompt_token_ids) for o in outs))
 
 
 async def rerank(engine: _Engine, query: str, documents: Sequence[str], *, request_id: str,
@@ -119,15 +126,15 @@ async def rerank(engine: _Engine, query: str, documents: Sequence[str], *, reque
         raise InvalidPromptError("rerank needs at least one document")
     if top_n is not None and top_n < 1:
         raise InvalidPromptError(f"top_n must be >= 1, got {top_n}")
-    scores, method = await score_pairs(engine, [(query, d) for d in documents], request_id=request_id,
-                                       priority=priority, deadline=deadline, raw_scores=raw_scores,
-                                       truncate=truncate)
+    scored = await score_pairs(engine, [(query, d) for d in documents], request_id=request_id,
+                               priority=priority, deadline=deadline, raw_scores=raw_scores, truncate=truncate)
+    scores = scored.scores
     order = sorted(range(len(documents)), key=lambda i: -scores[i].score)  # stable: ties keep order
     if top_n is not None:
         order = order[:top_n]
     results = [RankedDocument(i, scores[i].score, documents[i] if return_text else None, scores[i].truncated)
                for i in order]
-    return RerankResult(results, sum(s.prompt_tokens for s in scores), method)
+    return RerankResult(results, scored.prompt_tokens, scored.method)
 
 
 async def _gather(calls: list[Awaitable[PoolingRequestOutput]]) -> list[PoolingRequestOutput]:

@@ -96,3 +96,22 @@ async def test_classify_over_grpc_matches_transformers(tmp_path, family):
     assert served == test_architecture_tasks.FAMILIES[family].prefix + "ForSequenceClassification"
     ref = torch.stack(test_architecture_tasks.hf_alone(path, model, TEXTS)).softmax(-1)
     assert (ours - ref).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("family", sorted(test_architecture_tasks.FAMILIES))
+async def test_rerank_over_grpc_matches_cross_encoder(tmp_path, family):
+    """score over gRPC: Rerank's sigmoid scores and ranking equal CrossEncoder.rank's."""
+    from sentence_transformers import CrossEncoder
+
+    path, _ = test_architecture_tasks.build(family, "ForSequenceClassification", tmp_path, num_labels=1)
+    query, documents = test_architecture_tasks.PAIRS[0][0], [d for _, d in test_architecture_tasks.PAIRS]
+    async with inproc_server(str(path), num_threads=1) as server:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PoolingServiceStub(channel)
+            reply = await stub.Rerank(pb.RerankRequest(query=query, documents=documents))
+    ce = CrossEncoder(str(path), device="cpu", max_length=test_architecture_tasks.MAX_LEN)
+    ref = ce.predict([(query, d) for d in documents], convert_to_tensor=True)
+    assert [r.index for r in reply.results] == ref.argsort(descending=True).tolist()
+    ours = torch.tensor([r.score for r in sorted(reply.results, key=lambda r: r.index)])
+    assert (ours - ref).abs().max().item() < TOL
+    assert any(r.truncated for r in reply.results)  # the long document was cut to fit
