@@ -30,9 +30,11 @@ def code_pairs() -> set[tuple[str, str]]:
                 code = args[0]
                 assert isinstance(code, ast.Attribute), ast.dump(code)
                 pairs.add((code.attr, args[1].value))
-    # PluginFailedError(stage) -> INTERNAL "<STAGE>_FAILED" (errors.to_service_error).
+    # PluginFailedError(stage) -> INTERNAL "<STAGE>_FAILED" (errors.to_service_error), raised directly or
+    # through the pipeline's hook wrappers, which take the stage as their first argument.
+    raisers = {"PluginFailedError", "_stage", "_plugin_call"}
     for node in ast.walk(ast.parse(PIPELINE.read_text())):
-        if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "PluginFailedError"
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", "") in raisers
                 and node.args and isinstance(node.args[0], ast.Constant)):
             pairs.add(("INTERNAL", f"{node.args[0].value.upper()}_FAILED"))
     return pairs
