@@ -61,6 +61,10 @@ def main() -> int:
     ap.add_argument("--go", default="go")
     args = ap.parse_args()
     module, requires = parse_go_mod((GO_DIR / "go.mod").read_text())
+    vendor = GO_DIR / "vendor"
+    # First: in GOPATH mode an existing vendor/ would resolve the imports to itself
+    # (.../clients/go/vendor/...), and they would look like the module's own packages.
+    shutil.rmtree(vendor, ignore_errors=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         link = Path(tmp) / "src" / module
@@ -85,8 +89,9 @@ def main() -> int:
             if path != module and not path.startswith(module + "/"):
                 deps[path] = Path(directory)
 
-    vendor = GO_DIR / "vendor"
-    shutil.rmtree(vendor, ignore_errors=True)
+    if not deps:
+        sys.stderr.write("vendor_from_debian: `go list -deps` found no dependencies\n")
+        return 1
     by_module: dict[str, list[str]] = {m: [] for m in requires}
     for path, directory in sorted(deps.items()):
         owner = max((m for m in requires if path == m or path.startswith(m + "/")), key=len, default=None)
