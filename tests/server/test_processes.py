@@ -191,3 +191,43 @@ async def test_plugin_errors_cross_unchanged(start_server_process):
         assert res.results[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
         cut = await stub.EncodeAll(pb.EncodeAllRequest(prompts=[too_long]))
         assert cut.results[0].output.truncated and len(cut.results[0].output.prompt_token_ids) == 256
+
+
+def _listening_pids(port: int, pids: list[int]) -> set[int]:
+    """Which of ``pids`` hold a listening TCP socket on ``port`` (read from /proc, Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[1].endswith(f":{port:04X}") and cols[3] == "0A":  # 0A: LISTEN
+                    inodes.add(cols[9])
+    holders = set()
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                holders.add(pid)
+    return holders
+
+
+async def test_every_front_end_serves_the_http_door_on_one_port(start_server_process):
+    import httpx
+
+    http_port = free_port()
+    server = start_server_process("--api-server-count", "2", "--http-port", str(http_port))
+    seen = await front_ends_seen(server.address, 2)
+    assert sorted(seen) == [0, 1]
+    # Both front-end processes listen on the HTTP port (SO_REUSEPORT), not front end 0 alone.
+    assert _listening_pids(http_port, list(seen.values())) == set(seen.values())
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=60) as client:
+        for i in range(6):
+            r = await client.post("/v1/embeddings", json={"input": [f"text {i}", "another"]})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["data"]) == 2

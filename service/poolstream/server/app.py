@@ -199,7 +199,7 @@ class PoolstreamServer:
         transport = listen.transport
         app = create_app(self.core, self.metrics, transport.auth_tokens, transport.access_log)
         self.http = HttpFrontDoor(app, listen.http_host or listen.host, listen.http_port, transport.tls,
-                                  listen.grace_period_s)
+                                  listen.grace_period_s, reuse_port=listen.reuse_port)
         self.http_port = await self.http.start()
 
     async def load(self) -> None:

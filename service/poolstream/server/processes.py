@@ -93,6 +93,12 @@ def run_multiprocess(config: PoolstreamConfig, listen: Any, plugin_from_init: st
     address = f"ipc://{workdir}/engine.sock"
     stats_path = os.path.join(workdir, "engine_stats.json")
     reserve, port = _reserve_port(listen.host, listen.port)
+    # The HTTP door (--http-port) is served by every front end on one port too (SO_REUSEPORT);
+    # a requested port 0 becomes one concrete free port here, shared by all of them.
+    http_reserve = None
+    http_port = listen.http_port
+    if http_port is not None:
+        http_reserve, http_port = _reserve_port(listen.http_host or listen.host, http_port)
     ctx = multiprocessing.get_context("spawn")
     stopping = False
     metrics_http = None
@@ -118,12 +124,12 @@ def run_multiprocess(config: PoolstreamConfig, listen: Any, plugin_from_init: st
         ready_w.close()
         layout = {"engine_process": True, "api_server_count": count, "engine_pid": engine.pid}
         fe_listen = dataclasses.replace(
-            listen, port=port, port_file=None, reuse_port=True,
+            listen, port=port, port_file=None, reuse_port=True, http_port=http_port,
             transport=dataclasses.replace(listen.transport, metrics_port=0))
         status_r, status_w = ctx.Pipe(duplex=False)
         for i in range(count):
-            # The HTTP door (--http-port) runs in front end 0 only: its server cannot share a port.
-            listen_i = fe_listen if i == 0 else dataclasses.replace(fe_listen, http_port=None, http_port_file=None)
+            # Every front end serves the HTTP door on the shared port; front end 0 writes its port file.
+            listen_i = fe_listen if i == 0 else dataclasses.replace(fe_listen, http_port_file=None)
             p = ctx.Process(target=frontend_main, name=f"poolstream-api-{i}", args=(
                 config, listen_i, plugin_from_init, address, death_r, i, dict(layout, front_end_index=i),
                 status_w, log_level, log_format))
@@ -212,6 +218,8 @@ def run_multiprocess(config: PoolstreamConfig, listen: Any, plugin_from_init: st
             metrics_http.shutdown()
             metrics_http.server_close()
         reserve.close()
+        if http_reserve is not None:
+            http_reserve.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
