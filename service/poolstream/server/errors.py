@@ -92,7 +92,7 @@ def to_status_proto(error: ServiceError) -> status_pb2.Status:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
-    return status_pb2.Status(code=error.code.grpc, message=error.message, details=packed)
+    return status_pb2.Status(code=error.code.grpc, message=clip(error.message, MAX_MESSAGE_CHARS), details=packed)
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
