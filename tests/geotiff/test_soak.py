@@ -52,9 +52,10 @@ def test_repeated_large_requests_with_deadlines_hold_a_flat_rss():
     print("\nserver RSS after each request (MiB):", [r // 1024 for r in rss])
     # One request's raster alone is 1024*1024*6*2 bytes of float16 (12 MiB) plus windows' logits:
     # a leak of one request per round would add >= 12 MiB each, 100+ MiB over the run.
-    # Early against late, each the median of three rounds: a single sample swings by 20-40 MiB
-    # with glibc's arenas and the order batches happened to run in (seen in CI: 318, 336, ...,
-    # 341, 367, 376 MiB with no leak), while a leak of one request per round moves the late
-    # median by 7 rounds x 12+ MiB = 84+ MiB.
-    early, late = sorted(rss[:3])[1], sorted(rss[-3:])[1]
-    assert late <= early * 1.10, f"RSS grew from {early // 1024} to {late // 1024} MiB (medians of 3 rounds)"
+    # Early against late: the highest of the first three rounds against the lowest of the last
+    # three. A single sample swings by 20-45 MiB with glibc's arenas and the order batches
+    # happened to run in (seen: 318, 336, ..., 341, 367, 376 and 317, ..., 383, 365, 358, 342 MiB
+    # with no leak), while a leak of one request per round lifts even the lowest late sample by
+    # 5 rounds x 12+ MiB = 60+ MiB (18 %).
+    early, late = max(rss[:3]), min(rss[-3:])
+    assert late <= early * 1.10, f"RSS grew from {early // 1024} to {late // 1024} MiB (first vs last 3 rounds)"
