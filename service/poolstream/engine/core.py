@@ -142,6 +142,9 @@ class EngineCore:
         self._stop_side_lane()  # its batch in flight completes and is delivered first
         if self.tokenizer is not None:
             self.tokenizer.stop()
+            # Joined, not left to interpreter exit: a daemon thread still inside the native
+            # tokenizer while the process finalizes can abort it (exit -6 after a clean drain).
+            self.tokenizer.join(timeout=5)
         # Under the lock: admission checks `dead` and enqueues under the same lock, so
         # nothing can slip into the queue after the drain below.
         with self.lock:
